@@ -1,0 +1,3 @@
+"""lifecycled: drain machines before AWS takes them away."""
+
+__version__ = "0.1.0"
