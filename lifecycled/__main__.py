@@ -1,0 +1,5 @@
+import sys
+
+from lifecycled.cli import main
+
+sys.exit(main())

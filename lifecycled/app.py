@@ -1,0 +1,75 @@
+"""All wiring in one place: read `Service.run` and you know every long-running task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.kube import KubeClient
+from lifecycled.coordinator import Coordinator
+from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.observe import Metrics, fields
+from lifecycled.platforms.kubernetes import KubernetesPlatform
+from lifecycled.server import serve_http
+from lifecycled.settings import Settings
+from lifecycled.sources.sqs import SqsSource
+
+log = logging.getLogger(__name__)
+
+AWS_SERVICES = ("sqs", "ec2", "autoscaling")
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.ready = asyncio.Event()
+        self.addresses: list[tuple[str, int]] = []
+        self.coordinator: Coordinator | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then shut down in phases (see docs/architecture.md)."""
+        settings, metrics = self.settings, self.metrics
+        host, port = settings.metrics_host_port
+        async with contextlib.AsyncExitStack() as stack:
+            self.addresses = await stack.enter_async_context(
+                serve_http(host, port, metrics, self.ready)
+            )
+            aws = await stack.enter_async_context(AwsClients.open(settings, metrics, AWS_SERVICES))
+            kube = await stack.enter_async_context(
+                KubeClient.open(metrics, settings.api_timeout_seconds)
+            )
+            platform = KubernetesPlatform(kube, aws, settings, metrics)
+            hooks = LifecycleHooks(aws, settings, metrics)
+            coordinator = Coordinator(platform, hooks, settings, metrics)
+            self.coordinator = coordinator
+            log.info(
+                "lifecycled starting",
+                extra=fields(source=settings.source, platform=settings.platform),
+            )
+            async with coordinator.running():
+                source = SqsSource(aws, settings, metrics, coordinator.submit)
+                await source.run(stop, ready=self.ready)
+                self.ready.clear()
+            log.info("lifecycled stopped")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, metrics: Metrics | None = None) -> AsyncIterator[Service]:
+    """Run a Service in the background (tests, demo); stop it gracefully on exit."""
+    service = Service(settings, metrics)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop), name="lifecycled")
+    ready = asyncio.create_task(service.ready.wait())
+    await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()  # raises what broke start-up
+    try:
+        yield service
+    finally:
+        stop.set()
+        await task

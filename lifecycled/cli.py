@@ -1,0 +1,60 @@
+"""`lifecycled run` and `lifecycled explain`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from lifecycled.errors import ConfigError
+from lifecycled.observe import setup_logging
+from lifecycled.settings import Settings, load_settings
+
+
+def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = sub.add_parser("run", help="consume notices and drain machines")
+    for name, field in Settings.model_fields.items():
+        run.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            help=f"{field.description or ''} (env LIFECYCLED_{name.upper()})".strip(),
+        )
+
+
+async def _serve(settings: Settings) -> None:
+    from lifecycled.app import Service
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Service(settings).run(stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lifecycled")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    explain = sub.add_parser("explain", help="parse one message body and print what we'd do")
+    explain.add_argument("file", help="a file with one message body, or - for stdin")
+    args = parser.parse_args(argv)
+    if args.command == "explain":
+        from lifecycled.explain import main as explain_main
+
+        return explain_main([args.file])
+    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"lifecycled: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

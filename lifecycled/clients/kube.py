@@ -1,0 +1,165 @@
+"""The only module that talks to Kubernetes: kubernetes_asyncio behind small methods.
+
+Objects are plain JSON dicts: we read and patch a handful of fields, and the generated
+models would cost a full (de)serialisation of every pod on every poll.
+Configuration follows the ecosystem: KUBECONFIG / ~/.kube/config, else the in-cluster account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+
+from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
+from lifecycled.observe import Metrics
+
+JsonDict = dict[str, Any]
+
+
+class EvictionBlocked(TemporaryError):
+    """429 from the eviction API: a PodDisruptionBudget does not allow it now."""
+
+
+class EvictOutcome(enum.StrEnum):
+    EVICTED = "evicted"
+    GONE = "gone"
+
+
+def _error(status: int, body: bytes, headers: Any) -> Exception:
+    try:
+        message = str(json.loads(body).get("message", ""))[:300]
+    except (ValueError, AttributeError):
+        message = body[:300].decode("utf-8", "replace")
+    text = f"HTTP {status}: {message}"
+    retry_after = headers.get("Retry-After") if headers is not None else None
+    delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+    if status == 404:
+        return NotFoundError(text)
+    if status == 409:
+        return ConflictError(text)
+    if status == 429:
+        return TemporaryError(text, delay=delay)
+    if status >= 500:
+        return TemporaryError(text, delay=delay)
+    return PermanentError(text)
+
+
+def _has_kubeconfig() -> bool:
+    return bool(os.environ.get("KUBECONFIG")) or os.path.exists(os.path.expanduser("~/.kube/config"))
+
+
+async def load_configuration() -> client.Configuration:
+    configuration = client.Configuration()
+    if _has_kubeconfig():
+        await config.load_kube_config(client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return configuration
+
+
+class KubeClient:
+    def __init__(self, api: client.ApiClient, metrics: Metrics, timeout: float) -> None:
+        self._core = client.CoreV1Api(api)
+        self._coordination = client.CoordinationV1Api(api)
+        self._metrics = metrics
+        self._timeout = timeout
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, metrics: Metrics, request_timeout: float) -> AsyncIterator[KubeClient]:
+        configuration = await load_configuration()
+        async with client.ApiClient(configuration) as api:
+            yield cls(api, metrics, request_timeout)
+
+    async def _request(
+        self, operation: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> JsonDict:
+        with self._metrics.api_call("kubernetes", operation):
+            try:
+                response = await method(
+                    *args, _preload_content=False, _request_timeout=self._timeout, **kwargs
+                )
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TemporaryError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+            if not 200 <= response.status < 300:
+                raise _error(response.status, body, response.headers)
+            result: JsonDict = json.loads(body) if body else {}
+            return result
+
+    # --- nodes -----------------------------------------------------------------------------
+
+    async def get_node(self, name: str) -> JsonDict:
+        return await self._request("read_node", self._core.read_node, name)
+
+    async def list_nodes(self, label_selector: str | None = None) -> list[JsonDict]:
+        kwargs = {"label_selector": label_selector} if label_selector else {}
+        reply = await self._request("list_node", self._core.list_node, **kwargs)
+        items: list[JsonDict] = reply.get("items", [])
+        return items
+
+    async def patch_node(self, name: str, patch: JsonDict) -> JsonDict:
+        """Strategic-merge patch; put metadata.resourceVersion in it for a precondition."""
+        return await self._request("patch_node", self._core.patch_node, name, patch)
+
+    # --- pods ------------------------------------------------------------------------------
+
+    async def list_pods_on_node(self, node: str) -> list[JsonDict]:
+        reply = await self._request(
+            "list_pod",
+            self._core.list_pod_for_all_namespaces,
+            field_selector=f"spec.nodeName={node}",
+        )
+        items: list[JsonDict] = reply.get("items", [])
+        return items
+
+    async def evict(self, namespace: str, name: str) -> EvictOutcome:
+        body = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": namespace},
+        }
+        try:
+            await self._request(
+                "create_pod_eviction",
+                self._core.create_namespaced_pod_eviction,
+                name,
+                namespace,
+                body,
+            )
+        except NotFoundError:
+            return EvictOutcome.GONE
+        except TemporaryError as exc:
+            if str(exc).startswith("HTTP 429"):
+                raise EvictionBlocked(str(exc), delay=exc.delay) from exc
+            raise
+        return EvictOutcome.EVICTED
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def create_event(self, namespace: str, event: JsonDict) -> None:
+        await self._request("create_event", self._core.create_namespaced_event, namespace, event)
+
+
+async def gather_limited(limit: int, calls: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run calls concurrently, at most `limit` at a time, inside one TaskGroup."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[None]]) -> None:
+        async with semaphore:
+            await call()
+
+    async with asyncio.TaskGroup() as tg:
+        for call in calls:
+            tg.create_task(one(call))

@@ -1,0 +1,209 @@
+"""The coordinator decides; platforms act.
+
+One Drain per instance. A notice either opens a drain (its intent recorded on the machine
+before `submit` returns, so the message may then be deleted), merges into the open one,
+ends it as a forced termination, or is recorded and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from lifecycled.drain import Drain, utcnow
+from lifecycled.events import default_action
+from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
+from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.observe import Metrics, fields
+from lifecycled.platforms import Platform
+from lifecycled.record import DrainRecord, HookRef, Phase
+from lifecycled.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GONE_STATES = frozenset({"shutting-down", "terminated"})
+
+
+class Disposition(enum.StrEnum):
+    OPENED = "opened"
+    MERGED = "merged"
+    DUPLICATE = "duplicate"
+    FORCED = "forced"
+    RECORDED = "recorded"
+    NOT_OURS = "not_ours"
+
+
+class Coordinator:
+    def __init__(
+        self, platform: Platform, hooks: LifecycleHooks, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._platform = platform
+        self._hooks = hooks
+        self._settings = settings
+        self._metrics = metrics
+        self._drains: dict[InstanceId, tuple[Drain, asyncio.Task[object]]] = {}
+        self._finished: dict[InstanceId, float] = {}  # instance -> monotonic time it finished
+        self._seen: dict[tuple[str, InstanceId], float] = {}  # (event id, instance) -> expiry
+        self._locks: dict[InstanceId, asyncio.Lock] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Coordinator]:
+        """Own every drain task; on exit, cancel the open ones (their intent is on the machine)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self.resume()
+                try:
+                    yield self
+                finally:
+                    for _drain, task in list(self._drains.values()):
+                        task.cancel()
+        finally:
+            self._tg = None
+
+    @property
+    def open_drains(self) -> int:
+        return len(self._drains)
+
+    async def resume(self) -> None:
+        for target, record in await self._platform.open_records():
+            if record.phase is Phase.OPEN and record.instance_id not in self._drains:
+                log.info(
+                    "resuming open drain",
+                    extra=fields(node=target, instance=record.instance_id, kind=record.kind),
+                )
+                self._start(target, record)
+
+    async def submit(self, notice: Notice) -> list[Disposition]:
+        results = []
+        for instance_id in notice.instance_ids:
+            async with self._lock(instance_id):
+                results.append(await self._submit_one(notice, instance_id))
+        return results
+
+    def _lock(self, instance_id: InstanceId) -> asyncio.Lock:
+        return self._locks.setdefault(instance_id, asyncio.Lock())
+
+    async def _submit_one(self, notice: Notice, instance_id: InstanceId) -> Disposition:
+        if self._is_duplicate(notice, instance_id):
+            self._metrics.duplicates.labels(notice.kind).inc()
+            return Disposition.DUPLICATE
+        open_drain = self._drains.get(instance_id)
+        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in GONE_STATES:
+            if open_drain is not None:
+                await self._force_end(instance_id)
+                return Disposition.FORCED
+            if instance_id in self._finished:
+                return self._recorded(notice, instance_id, "instance went after its drain")
+        action = default_action(notice, rebalance_action=Action(self._settings.rebalance_action))
+        if action not in (Action.DRAIN, Action.CORDON):
+            return self._recorded(notice, instance_id, f"action {action}")
+        hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
+        if open_drain is not None:
+            await open_drain[0].merge(notice.deadline, hook)
+            return Disposition.MERGED
+        target = await self._platform.resolve(instance_id)
+        if target is None:
+            self._metrics.unknown_instances.labels(notice.kind).inc()
+            log.info(
+                "instance is not in this cluster; notice dropped",
+                extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id),
+            )
+            return Disposition.NOT_OURS
+        record = DrainRecord(
+            instance_id=instance_id,
+            kind=notice.kind,
+            action=action,
+            event_id=notice.event_id,
+            event_time=notice.event_time,
+            deadline=await self._deadline(notice, hook),
+            hook=hook,
+        )
+        await self._platform.write_record(target, record, cordon=True)
+        since_event = (utcnow() - notice.event_time).total_seconds()
+        self._metrics.notice_to_cordon.observe(max(0.0, since_event))
+        log.info(
+            "node cordoned",
+            extra=fields(
+                node=target,
+                instance=instance_id,
+                kind=notice.kind,
+                action=action,
+                deadline=record.deadline.isoformat(),
+                seconds=round(since_event, 3),
+            ),
+        )
+        self._start(target, record)
+        return Disposition.OPENED
+
+    def _is_duplicate(self, notice: Notice, instance_id: InstanceId) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > 10_000:
+            self._seen = {k: v for k, v in self._seen.items() if v > now}
+        key = (notice.event_id, instance_id)
+        if self._seen.get(key, 0.0) > now:
+            return True
+        self._seen[key] = now + self._settings.dedupe_seconds
+        return False
+
+    def _recorded(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
+        log.info(
+            "notice recorded; nothing to do",
+            extra=fields(instance=instance_id, kind=notice.kind, state=notice.state, why=why),
+        )
+        return Disposition.RECORDED
+
+    async def _deadline(self, notice: Notice, hook: HookRef | None) -> datetime:
+        hold = timedelta(seconds=self._settings.lifecycle_max_hold_seconds)
+        if hook is not None:
+            info = await self._hooks.info(hook)
+            # Never hold past the hook's global timeout: AWS would apply its default result.
+            hold = min(hold, timedelta(seconds=info.global_timeout))
+            return notice.event_time + hold
+        if notice.deadline is not None:
+            return notice.deadline
+        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE:
+            return notice.event_time + timedelta(seconds=self._settings.spot_notice_seconds)
+        return notice.event_time + hold
+
+    def _start(self, target: str, record: DrainRecord) -> None:
+        assert self._tg is not None, "Coordinator.running() is not entered"
+        drain = Drain(
+            target,
+            record,
+            platform=self._platform,
+            hooks=self._hooks,
+            settings=self._settings,
+            metrics=self._metrics,
+        )
+        task = self._tg.create_task(self._run(drain), name=f"drain-{record.instance_id}")
+        self._drains[record.instance_id] = (drain, task)
+
+    async def _run(self, drain: Drain) -> object:
+        instance_id = drain.record.instance_id
+        try:
+            return await drain.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A broken drain must not take the service down; its record stays open and
+            # the next start (or notice) resumes it.
+            log.exception("drain failed", extra=fields(instance=instance_id, node=drain.target))
+            return None
+        finally:
+            if self._drains.get(instance_id, (None,))[0] is drain:
+                del self._drains[instance_id]
+                self._finished[instance_id] = time.monotonic()
+
+    async def _force_end(self, instance_id: InstanceId) -> None:
+        drain, task = self._drains.pop(instance_id)
+        task.cancel()
+        await asyncio.wait([task])
+        self._finished[instance_id] = time.monotonic()
+        await drain.end_forced()

@@ -1,0 +1,246 @@
+"""`make demo`: the whole flow on the embedded stack, no AWS account and no cluster needed.
+
+moto's server and the Kubernetes emulator run in this process (each in its own thread);
+the real service runs as a subprocess (`lifecycled run`), configured exactly as a user
+would configure it: AWS_ENDPOINT_URL, KUBECONFIG and LIFECYCLED_* variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config
+from prometheus_client.parser import text_string_to_metric_families
+
+from lifecycled.devstack.aws import AwsStack
+from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
+from lifecycled.devstack.kube import KubeApiServerThread
+
+NODES = 20
+SPOT_BURST = 5
+WORKLOADS = Workloads(
+    web_replicas=30, web_max_unavailable=2, api_replicas=140, job_parallelism=20,
+    exit_seconds=1.5, grace_seconds=30,
+)
+TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+@dataclass
+class Timeline:
+    """Built from the service's own JSON log lines."""
+
+    event_time: dict[str, datetime] = field(default_factory=dict)  # instance -> event time
+    kind: dict[str, str] = field(default_factory=dict)
+    node: dict[str, str] = field(default_factory=dict)  # instance -> node
+    steps: dict[str, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
+    evicted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def instance_of(self, node: str) -> str | None:
+        return next((i for i, n in self.node.items() if n == node), None)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.lines.append(entry)
+        at = datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00"))
+        event = entry.get("event")
+        if event == "notice received":
+            for instance in entry.get("instances", []):
+                self.event_time.setdefault(instance, datetime.fromisoformat(entry["event_time"]))
+                self.kind.setdefault(instance, entry["kind"])
+                self.steps[instance].append((at, f"notice received ({entry['kind']})"))
+        elif event == "node cordoned":
+            self.node[entry["instance"]] = entry["node"]
+            self.steps[entry["instance"]].append((at, "cordoned and tainted"))
+        elif event == "pod evicted":
+            instance = self.instance_of(entry["node"])
+            if instance:
+                if not self.evicted[instance]:
+                    self.steps[instance].append((at, "first eviction"))
+                self.evicted[instance] += 1
+        elif event == "eviction refused by disruption budget; will retry":
+            instance = self.instance_of(entry["node"])
+            if instance:
+                self.refused[instance] += 1
+        elif event == "drain finished":
+            self.steps[entry["instance"]].append((at, f"drain finished: {entry['outcome']}"))
+        elif event == "lifecycle heartbeat sent":
+            self.steps[entry["instance"]].append((at, "lifecycle heartbeat"))
+        elif event == "lifecycle action completed":
+            self.steps[entry["instance"]].append((at, f"hook completed ({entry['result']})"))
+
+    def print(self) -> None:
+        for instance, steps in self.steps.items():
+            if instance not in self.event_time:
+                continue
+            t0 = self.event_time[instance]
+            say(f"\n{instance}  {self.node.get(instance, '?')}  [{self.kind.get(instance)}]")
+            for at, what in sorted(steps):
+                say(f"  +{(at - t0).total_seconds():6.2f}s  {what}")
+            say(f"           {self.evicted[instance]} pods evicted, "
+                f"{self.refused[instance]} refusals by a disruption budget (retried)")
+
+
+async def read_logs(stream: asyncio.StreamReader, timeline: Timeline, raw: Path) -> None:
+    with raw.open("w") as out:
+        while line := await stream.readline():
+            out.write(line.decode())
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and "time" in entry:
+                timeline.add(entry)
+
+
+async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, tuple[Any, ...]], float]:
+    async with session.get(url + "/metrics") as reply:
+        text = await reply.text()
+    values: dict[tuple[str, tuple[Any, ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def total(values: dict[tuple[str, tuple[Any, ...]], float], name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lbl), v in values.items() if n == name and want <= set(lbl))
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if proc.returncode is not None:
+            raise RuntimeError(f"lifecycled exited early with {proc.returncode}")
+        try:
+            async with session.get(url + "/readyz") as reply:
+                if reply.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError("lifecycled did not become ready within 30 s")
+
+
+async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> int:
+    say(f"== building the stack: moto at {aws.endpoint_url}, Kubernetes emulator at {kube.url}")
+    queue = aws.create_queue("lifecycled-demo", dlq=True)
+    aws.route_events_to(queue)
+    instances = aws.create_group("demo-workers", size=NODES, heartbeat_timeout=30)
+    machines = [Machine(i.id, i.private_dns_name, i.az) for i in instances]
+    kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api:
+        await seed(api, machines, WORKLOADS)
+        want = expected_pods(machines, WORKLOADS)
+        ready = await wait_running(api, want)
+        say(f"== cluster: {NODES} nodes, {ready} pods running "
+            f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, Job)")
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        **aws.env(),
+        "KUBECONFIG": str(kubeconfig),
+        "LIFECYCLED_QUEUE_URL": queue.url,
+        "LIFECYCLED_METRICS_ADDRESS": f"127.0.0.1:{port}",
+        "LIFECYCLED_SQS_WAIT_SECONDS": "2",
+        "LIFECYCLED_DRAIN_POLL_SECONDS": "0.5",
+        "LIFECYCLED_EVICTION_RETRY_SECONDS": "1",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lifecycled.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    timeline = Timeline()
+    reader = asyncio.create_task(read_logs(proc.stderr, timeline, workdir / "lifecycled.log"))
+    failures: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        try:
+            await wait_ready(session, url, proc)
+            say(f"== lifecycled running (pid {proc.pid}), metrics at {url}/metrics")
+            spot = instances[:SPOT_BURST]
+            scaled = instances[SPOT_BURST]
+            say(f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
+                f"and scaling in {scaled.id} (terminate lifecycle hook)")
+            for instance in spot:
+                aws.send_spot_interruption(instance.id)
+            aws.scale_in("demo-workers", scaled.id)
+            expected = SPOT_BURST + 1
+            end = time.monotonic() + TIMEOUT
+            while time.monotonic() < end:
+                values = await scrape(session, url)
+                closed = total(values, "lifecycled_drain_duration_seconds_count")
+                if closed >= expected and aws.lifecycle_state(scaled.id) is None:
+                    break
+                await asyncio.sleep(0.5)
+            values = await scrape(session, url)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 30)
+            await reader
+    timeline.print()
+    drained = total(values, "lifecycled_drain_duration_seconds_count", outcome="drained")
+    say("\n== summary")
+    say(f"  notices:            {int(total(values, 'lifecycled_notices_total'))}")
+    say(f"  drains drained:     {int(drained)} of {expected}")
+    say(f"  pods evicted:       {int(total(values, 'lifecycled_evictions_total', outcome='evicted'))}")
+    say(f"  budget refusals:    "
+        f"{int(total(values, 'lifecycled_evictions_total', outcome='blocked_by_budget'))}")
+    say(f"  hooks completed:    "
+        f"{int(total(values, 'lifecycled_lifecycle_actions_total', result='CONTINUE'))}")
+    say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
+    say(f"  instance {scaled.id} in the group: {aws.lifecycle_state(scaled.id) or 'terminated'}")
+    say(f"  service exit code:  {code}; full log: {workdir / 'lifecycled.log'}")
+    if drained < expected:
+        failures.append(f"only {int(drained)} of {expected} drains finished")
+    if aws.lifecycle_state(scaled.id) is not None:
+        failures.append("the lifecycle hook was not completed")
+    if code != 0:
+        failures.append(f"lifecycled exited with {code}")
+    for failure in failures:
+        say(f"DEMO FAILED: {failure}")
+    return 1 if failures else 0
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="lifecycled-demo-"))
+    aws = AwsStack()
+    kube = KubeApiServerThread()
+    aws.start()
+    kube.start()
+    try:
+        return asyncio.run(run_demo(aws, kube, workdir))
+    finally:
+        kube.stop()
+        aws.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

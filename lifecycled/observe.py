@@ -1,0 +1,174 @@
+"""Metrics and structured logs.
+
+Metric labels are bounded (kinds, steps, outcomes, reason codes): never node names or ids.
+Each service instance owns its registry, so several can run in one process (tests).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+DRAIN_BUCKETS = (1, 5, 10, 30, 60, 90, 120, 180, 300, 600, 1800, 3600, 14400)
+FAST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.notices = Counter(
+            "lifecycled_notices_total", "Notices accepted, by kind.", ["kind"], registry=r
+        )
+        self.rejected = Counter(
+            "lifecycled_rejected_messages_total",
+            "Messages that could not be parsed or are out of scope, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.ignored = Counter(
+            "lifecycled_ignored_messages_total",
+            "Well-formed messages that ask nothing of us, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.unknown_instances = Counter(
+            "lifecycled_unknown_instances_total",
+            "Notices about instances that are not in this cluster, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "lifecycled_duplicate_notices_total", "Notices already seen.", ["kind"], registry=r
+        )
+        self.drains_in_progress = Gauge(
+            "lifecycled_drains_in_progress", "Drains currently open.", registry=r
+        )
+        self.drain_duration = Histogram(
+            "lifecycled_drain_duration_seconds",
+            "From the notice's event time to the end of the drain.",
+            ["kind", "outcome"],
+            buckets=DRAIN_BUCKETS,
+            registry=r,
+        )
+        self.notice_to_cordon = Histogram(
+            "lifecycled_notice_to_cordon_seconds",
+            "From the notice's event time to the node being cordoned.",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.evictions = Counter(
+            "lifecycled_evictions_total", "Eviction attempts, by outcome.", ["outcome"], registry=r
+        )
+        self.lifecycle_actions = Counter(
+            "lifecycled_lifecycle_actions_total",
+            "CompleteLifecycleAction calls, by result (CONTINUE, ABANDON, error).",
+            ["result"],
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "lifecycled_lifecycle_heartbeats_total",
+            "RecordLifecycleActionHeartbeat calls, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.forced_terminations = Counter(
+            "lifecycled_forced_terminations_total",
+            "Instances terminated while their drain was still open, by notice kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.deadlines_missed = Counter(
+            "lifecycled_deadlines_missed_total",
+            "Drains that did not finish before their deadline, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "lifecycled_api_requests_total",
+            "Calls to AWS and Kubernetes, by API, operation and outcome.",
+            ["api", "operation", "outcome"],
+            registry=r,
+        )
+        self.api_duration = Histogram(
+            "lifecycled_api_request_duration_seconds",
+            "Duration of calls to AWS and Kubernetes.",
+            ["api", "operation"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.messages = Counter(
+            "lifecycled_sqs_messages_total",
+            "SQS messages by what happened to them (received, deleted, released).",
+            ["outcome"],
+            registry=r,
+        )
+
+    @contextmanager
+    def api_call(self, api: str, operation: str) -> Iterator[None]:
+        """Time one external call and count its outcome (ok / error class name)."""
+        start = time.monotonic()
+        outcome = "ok"
+        try:
+            yield
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            self.api_duration.labels(api, operation).observe(time.monotonic() - start)
+            self.api_requests.labels(api, operation, outcome).inc()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, event (the message), then fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        extra = ""
+        if isinstance(fields, dict):
+            extra = " " + " ".join(f"{k}={v}" for k, v in fields.items())
+        return super().format(record) + extra
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Library chatter (botocore retries, aiohttp access lines) stays out of our event log.
+    for noisy in ("botocore", "aiobotocore", "aiohttp.access", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fields(**values: object) -> dict[str, dict[str, object]]:
+    """`log.info("cordoned", extra=fields(node=...))`: structured fields for one log line."""
+    return {"fields": values}

@@ -1,0 +1,224 @@
+"""Kubernetes: find the node behind an instance, record intent, cordon, taint, evict.
+
+Platform code never parses events; it is told which instance, until when, and acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
+from lifecycled.errors import PermanentError, TemporaryError
+from lifecycled.events.model import InstanceId
+from lifecycled.observe import Metrics, fields
+from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
+from lifecycled.retry import retry
+from lifecycled.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+MIN_RELIST_SECONDS = 1.0
+
+
+def instance_id_of(node: JsonDict) -> str | None:
+    """`aws:///us-east-1a/i-0123...` -> `i-0123...`."""
+    provider_id = str(node.get("spec", {}).get("providerID", ""))
+    if not provider_id.startswith("aws://"):
+        return None
+    last = provider_id.rsplit("/", 1)[-1]
+    return last if last.startswith("i-") else None
+
+
+class NodeIndex:
+    """instance id -> node name, from one node list refreshed on a miss (at most once a second)."""
+
+    def __init__(self, kube: KubeClient, aws: AwsClients, max_age: float) -> None:
+        self._kube = kube
+        self._aws = aws
+        self._max_age = max_age
+        self._by_instance: dict[str, str] = {}
+        self._by_hostname: dict[str, str] = {}
+        self._names: set[str] = set()
+        self._listed_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def _refresh(self, min_age: float) -> None:
+        async with self._lock:
+            if time.monotonic() - self._listed_at < min_age:
+                return  # someone refreshed while we waited
+            nodes = await self._kube.list_nodes()
+            self._by_instance.clear()
+            self._by_hostname.clear()
+            self._names = set()
+            for node in nodes:
+                name = str(node["metadata"]["name"])
+                self._names.add(name)
+                instance = instance_id_of(node)
+                if instance:
+                    self._by_instance[instance] = name
+                hostname = node["metadata"].get("labels", {}).get(HOSTNAME_LABEL)
+                if hostname:
+                    self._by_hostname[str(hostname)] = name
+            self._listed_at = time.monotonic()
+
+    async def node_for(self, instance_id: InstanceId) -> str | None:
+        await self._refresh(self._max_age)
+        if instance_id not in self._by_instance:
+            await self._refresh(MIN_RELIST_SECONDS)
+        if instance_id in self._by_instance:
+            return self._by_instance[instance_id]
+        # Nodes without a providerID: match the instance's private DNS name instead.
+        info = await self._aws.describe_instance(instance_id)
+        if info is None or not info.private_dns_name:
+            return None
+        dns = info.private_dns_name
+        for candidate in (dns, dns.split(".", 1)[0]):
+            if candidate in self._names:
+                return candidate
+            if candidate in self._by_hostname:
+                return self._by_hostname[candidate]
+        return None
+
+
+def is_skipped(pod: JsonDict) -> str | None:
+    """Why a drain leaves this pod alone, or None when it must go."""
+    meta = pod.get("metadata", {})
+    if MIRROR_ANNOTATION in meta.get("annotations", {}):
+        return "mirror"
+    if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences", [])):
+        return "daemonset"
+    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+        return "finished"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+    terminating: bool
+
+    @classmethod
+    def of(cls, pod: JsonDict) -> PodRef:
+        meta = pod["metadata"]
+        return cls(
+            namespace=str(meta.get("namespace", "default")),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid", meta["name"])),
+            terminating=bool(meta.get("deletionTimestamp")),
+        )
+
+
+def with_taint(node: JsonDict, value: str) -> list[JsonDict]:
+    """The node's taints plus ours: taints have no merge strategy, so we send the whole list."""
+    taints: list[JsonDict] = list(node.get("spec", {}).get("taints") or [])
+    if not any(t.get("key") == DRAINING_TAINT for t in taints):
+        taints.append({"key": DRAINING_TAINT, "value": value, "effect": "NoSchedule"})
+    return taints
+
+
+class KubernetesPlatform:
+    def __init__(
+        self, kube: KubeClient, aws: AwsClients, settings: Settings, metrics: Metrics
+    ) -> None:
+        self._kube = kube
+        self._settings = settings
+        self._metrics = metrics
+        self._index = NodeIndex(kube, aws, settings.node_cache_seconds)
+
+    async def resolve(self, instance_id: InstanceId) -> str | None:
+        return await self._index.node_for(instance_id)
+
+    async def write_record(self, node: str, record: DrainRecord, *, cordon: bool) -> None:
+        """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion."""
+
+        async def attempt() -> None:
+            current = await self._kube.get_node(node)
+            patch: JsonDict = {
+                "metadata": {
+                    "resourceVersion": current["metadata"].get("resourceVersion"),
+                    "annotations": {RECORD_ANNOTATION: record.to_json()},
+                }
+            }
+            if cordon:
+                patch["spec"] = {"unschedulable": True, "taints": with_taint(current, record.kind)}
+            await self._kube.patch_node(node, patch)
+
+        await retry(attempt, delays=self._settings.retry_delays, what=f"record drain on {node}")
+
+    async def open_records(self) -> list[tuple[str, DrainRecord]]:
+        found: list[tuple[str, DrainRecord]] = []
+        for node in await self._kube.list_nodes():
+            text = node["metadata"].get("annotations", {}).get(RECORD_ANNOTATION)
+            if not text:
+                continue
+            name = str(node["metadata"]["name"])
+            try:
+                found.append((name, DrainRecord.from_json(text)))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("unreadable drain record", extra=fields(node=name, error=str(exc)))
+        return found
+
+    async def evict_pods(self, node: str, cutoff: Callable[[], float]) -> bool:
+        """Evict every pod that must go, in parallel; True once they are all gone.
+
+        `cutoff()` is the loop time after which no new eviction is tried (the deadline minus
+        the safety margin); it may move earlier while we work (a tighter notice arrived).
+        """
+        loop = asyncio.get_running_loop()
+        next_try: dict[str, float] = {}
+        while True:
+            pods = [PodRef.of(p) for p in await self._list_pods(node) if not is_skipped(p)]
+            if not pods:
+                return True
+            now = loop.time()
+            if now >= cutoff():
+                log.warning(
+                    "drain deadline reached with pods left",
+                    extra=fields(node=node, pods=[f"{p.namespace}/{p.name}" for p in pods][:20]),
+                )
+                return False
+            due = [p for p in pods if not p.terminating and next_try.get(p.uid, 0.0) <= now]
+            async with asyncio.TaskGroup() as tg:
+                for pod in due:
+                    tg.create_task(self._evict_one(node, pod, next_try))
+            await asyncio.sleep(min(self._settings.drain_poll_seconds, max(0.0, cutoff() - now)))
+
+    async def _list_pods(self, node: str) -> list[JsonDict]:
+        return await retry(
+            lambda: self._kube.list_pods_on_node(node),
+            delays=self._settings.retry_delays,
+            what=f"list pods on {node}",
+        )
+
+    async def _evict_one(self, node: str, pod: PodRef, next_try: dict[str, float]) -> None:
+        loop = asyncio.get_running_loop()
+        where = fields(node=node, pod=f"{pod.namespace}/{pod.name}")
+        try:
+            outcome = await self._kube.evict(pod.namespace, pod.name)
+        except EvictionBlocked as exc:
+            self._metrics.evictions.labels("blocked_by_budget").inc()
+            log.info("eviction refused by disruption budget; will retry", extra=where)
+            next_try[pod.uid] = loop.time() + (exc.delay or self._settings.eviction_retry_seconds)
+            return
+        except (TemporaryError, PermanentError) as exc:
+            self._metrics.evictions.labels("error").inc()
+            log.warning(
+                "eviction failed; will retry",
+                extra=fields(node=node, pod=f"{pod.namespace}/{pod.name}", error=str(exc)),
+            )
+            next_try[pod.uid] = loop.time() + self._settings.eviction_retry_seconds
+            return
+        self._metrics.evictions.labels(outcome.value).inc()
+        # Evicted pods terminate over their grace period; we wait for them to be gone.
+        next_try[pod.uid] = float("inf")
+        if outcome is EvictOutcome.EVICTED:
+            log.info("pod evicted", extra=where)

@@ -1,0 +1,82 @@
+"""A Drain's durable intent: what it is for, until when, and which hook it must release.
+
+It lives on the machine itself (node annotation, ECS attribute), written before the SQS
+message is deleted, so a restarted handler can resume every open drain.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from lifecycled.events.model import Action, InstanceId, LifecycleAction, NoticeKind
+
+PREFIX = "lifecycled.io/"
+RECORD_ANNOTATION = PREFIX + "drain"
+DRAINING_TAINT = PREFIX + "draining"
+
+
+class Phase(enum.StrEnum):
+    OPEN = "open"
+    DONE = "done"
+
+
+class Outcome(enum.StrEnum):
+    DRAINED = "drained"  # every evicted pod is gone (and the hook released)
+    CORDONED = "cordoned"  # cordon-only notices
+    DEADLINE_MISSED = "deadline_missed"
+    FORCED = "forced_termination"  # the machine went while the drain was open
+    SUPERSEDED = "superseded"
+
+
+@dataclass(frozen=True, slots=True)
+class HookRef:
+    name: str
+    group: str
+    token: str
+
+    @classmethod
+    def of(cls, action: LifecycleAction) -> HookRef:
+        return cls(name=action.hook_name, group=action.group_name, token=action.token)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainRecord:
+    instance_id: InstanceId
+    kind: NoticeKind
+    action: Action  # DRAIN or CORDON
+    event_id: str
+    event_time: datetime
+    deadline: datetime
+    hook: HookRef | None = None
+    phase: Phase = Phase.OPEN
+    outcome: Outcome | None = None
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = asdict(self)
+        data["event_time"] = self.event_time.isoformat()
+        data["deadline"] = self.deadline.isoformat()
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DrainRecord:
+        data = json.loads(text)
+        hook = data.get("hook")
+        outcome = data.get("outcome")
+        return cls(
+            instance_id=InstanceId(data["instance_id"]),
+            kind=NoticeKind(data["kind"]),
+            action=Action(data["action"]),
+            event_id=str(data["event_id"]),
+            event_time=datetime.fromisoformat(data["event_time"]),
+            deadline=datetime.fromisoformat(data["deadline"]),
+            hook=HookRef(**hook) if hook else None,
+            phase=Phase(data.get("phase", Phase.OPEN)),
+            outcome=Outcome(outcome) if outcome else None,
+        )
+
+    def closed(self, outcome: Outcome) -> DrainRecord:
+        return replace(self, phase=Phase.DONE, outcome=outcome)

@@ -1,0 +1,46 @@
+"""One retry loop for the whole service, driven by a tuple of delays from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from lifecycled.errors import TemporaryError
+from lifecycled.observe import fields
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+async def retry(
+    call: Callable[[], Awaitable[T]],
+    *,
+    delays: Sequence[float],
+    what: str,
+    deadline: float | None = None,
+) -> T:
+    """Run `call`; on TemporaryError wait the next delay (or the error's own hint) and retry.
+
+    `deadline` is a loop-time limit: no retry starts that would sleep past it.
+    PermanentError and anything unexpected propagate at once.
+    """
+    attempts = len(delays) + 1
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except TemporaryError as exc:
+            if attempt == attempts:
+                raise
+            delay = exc.delay if exc.delay is not None else delays[attempt - 1]
+            loop_time = asyncio.get_running_loop().time()
+            if deadline is not None and loop_time + delay > deadline:
+                raise
+            log.info(
+                "attempt failed; will retry",
+                extra=fields(what=what, attempt=attempt, of=attempts, delay=delay, error=str(exc)),
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,86 @@
+"""Settings: environment variables LIFECYCLED_*, same names as the CLI flags.
+
+Where AWS and Kubernetes are reached is not a lifecycled setting: botocore's own
+AWS_ENDPOINT_URL / AWS_REGION chain and KUBECONFIG (or the in-cluster account) decide.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from lifecycled.errors import ConfigError
+
+ActionName = Literal["drain", "cordon", "none"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _split_floats(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(float(part) for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIFECYCLED_", frozen=True, extra="forbid")
+
+    # Where notices come from and what we act on.
+    source: Literal["sqs", "imds"] = "sqs"
+    platform: Literal["kubernetes", "ecs"] = "kubernetes"
+    queue_url: str | None = None
+    region: str | None = Field(default=None, description="Only accept notices from this region.")
+    allowed_accounts: Annotated[frozenset[str], NoDecode] = frozenset()
+    metrics_address: str = "0.0.0.0:9090"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    # Queue consumption.
+    sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
+    sqs_max_messages: int = Field(default=10, ge=1, le=10)
+    sqs_visibility_seconds: int = Field(default=60, ge=5, le=43200)
+    message_concurrency: int = Field(default=32, ge=1)
+
+    # Drains.
+    rebalance_action: ActionName = "cordon"
+    spot_notice_seconds: float = Field(default=120.0, gt=0)
+    deadline_margin_seconds: float = Field(default=5.0, ge=0)
+    drain_poll_seconds: float = Field(default=1.0, gt=0)
+    eviction_retry_seconds: float = Field(default=2.0, gt=0)
+    lifecycle_max_hold_seconds: float = Field(default=3600.0, gt=0)
+    heartbeat_fraction: float = Field(default=0.5, gt=0, lt=1)
+    node_cache_seconds: float = Field(default=30.0, ge=0)
+    dedupe_seconds: float = Field(default=3600.0, ge=0)
+
+    # External calls.
+    api_timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = (0.5, 1.0, 2.0, 5.0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
+    _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
+    _floats = field_validator("retry_delays", mode="before")(_split_floats)
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Settings:
+        if self.source == "sqs" and not self.queue_url:
+            raise ValueError("LIFECYCLED_QUEUE_URL is required when LIFECYCLED_SOURCE=sqs")
+        return self
+
+    @property
+    def metrics_host_port(self) -> tuple[str, int]:
+        host, _, port = self.metrics_address.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags) on top."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -1,0 +1,206 @@
+"""SQS consumer: long-poll, handle messages concurrently, delete each only on its own success.
+
+- Notices are deleted once the coordinator has recorded their intent on the machine.
+- Rejected messages are counted, logged with their message id (never the body) and released
+  to the queue's redrive policy (dead-letter queue); deleted only when there is no DLQ.
+- Anything that fails part-way is released with a backoff and comes back later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from lifecycled.clients.aws import AwsClients, QueueMessage
+from lifecycled.errors import LifecycledError, TemporaryError
+from lifecycled.events import check_scope, parse_message
+from lifecycled.events.model import Ignored, Notice, Rejected
+from lifecycled.observe import Metrics, fields
+from lifecycled.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Notice], Awaitable[object]]
+MAX_RELEASE_SECONDS = 300
+
+
+class SqsSource:
+    def __init__(
+        self, aws: AwsClients, settings: Settings, metrics: Metrics, handle: Handler
+    ) -> None:
+        assert settings.queue_url
+        self._aws = aws
+        self._queue_url = settings.queue_url
+        self._settings = settings
+        self._metrics = metrics
+        self._handle = handle
+        self._slots = asyncio.Semaphore(settings.message_concurrency)
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._dead_letter = True
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
+        self._dead_letter = await self._aws.has_dead_letter_queue(self._queue_url)
+        if not self._dead_letter:
+            log.warning("queue has no redrive policy; rejected messages will be deleted")
+        if ready is not None:
+            ready.set()
+        async with asyncio.TaskGroup() as tg:
+            while not stop.is_set():
+                batch = await self._receive(stop)
+                for message in batch:
+                    await self._slots.acquire()
+                    self._in_flight += 1
+                    self._idle.clear()
+                    tg.create_task(self._guarded(message), name=f"message-{message.message_id}")
+            await self._drain_in_flight()
+
+    async def _receive(self, stop: asyncio.Event) -> list[QueueMessage]:
+        receive = asyncio.ensure_future(
+            self._aws.receive(
+                self._queue_url,
+                max_messages=min(self._settings.sqs_max_messages, self._free_slots()),
+                wait_seconds=self._settings.sqs_wait_seconds,
+                visibility_seconds=self._settings.sqs_visibility_seconds,
+            )
+        )
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([receive, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not receive.done():
+            # Cancelling a long poll loses nothing: a received message stays invisible and
+            # is redelivered after its visibility timeout.
+            receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receive
+            return []
+        try:
+            batch = receive.result()
+        except LifecycledError as exc:
+            log.error("receiving from the queue failed", extra=fields(error=str(exc)))
+            await asyncio.sleep(
+                self._settings.retry_delays[-1] if self._settings.retry_delays else 1
+            )
+            return []
+        self._metrics.messages.labels("received").inc(len(batch))
+        return batch
+
+    def _free_slots(self) -> int:
+        return max(1, self._slots._value)
+
+    async def _drain_in_flight(self) -> None:
+        # Phase two of shutdown: in-flight messages only need to record intent (seconds).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._settings.shutdown_grace_seconds)
+
+    async def _guarded(self, message: QueueMessage) -> None:
+        try:
+            async with self._keep_invisible(message):
+                await self._process(message)
+        except Exception:
+            log.exception("message handling failed", extra=fields(message_id=message.message_id))
+            await self._release(message)
+        finally:
+            self._slots.release()
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _process(self, message: QueueMessage) -> None:
+        result = parse_message(message.body)
+        if isinstance(result, Notice):
+            result = check_scope(
+                result,
+                allowed_accounts=self._settings.allowed_accounts,
+                region=self._settings.region,
+            )
+        if isinstance(result, Rejected):
+            await self._reject(message, result)
+            return
+        if isinstance(result, Ignored):
+            self._metrics.ignored.labels(result.reason).inc()
+            log.info(
+                "message ignored",
+                extra=fields(
+                    message_id=message.message_id, reason=result.reason, detail=result.detail
+                ),
+            )
+            await self._delete(message)
+            return
+        self._metrics.notices.labels(result.kind).inc()
+        log.info(
+            "notice received",
+            extra=fields(
+                message_id=message.message_id,
+                kind=result.kind,
+                event_id=result.event_id,
+                instances=list(result.instance_ids),
+                event_time=result.event_time.isoformat(),
+            ),
+        )
+        try:
+            await self._handle(result)
+        except TemporaryError as exc:
+            log.warning(
+                "notice not handled yet; will retry",
+                extra=fields(message_id=message.message_id, error=str(exc)),
+            )
+            await self._release(message)
+            return
+        await self._delete(message)
+
+    async def _reject(self, message: QueueMessage, result: Rejected) -> None:
+        self._metrics.rejected.labels(result.reason).inc()
+        log.warning(
+            "message rejected",
+            extra=fields(
+                message_id=message.message_id,
+                reason=result.reason,
+                detail=result.detail,
+                receive_count=message.receive_count,
+                dead_letter=self._dead_letter,
+            ),
+        )
+        if self._dead_letter:
+            # Back to the queue at once: the redrive policy moves it aside after maxReceiveCount.
+            await self._aws.change_visibility(self._queue_url, message.receipt_handle, 0)
+            self._metrics.messages.labels("released").inc()
+        else:
+            await self._delete(message)
+
+    async def _delete(self, message: QueueMessage) -> None:
+        await self._aws.delete_message(self._queue_url, message.receipt_handle)
+        self._metrics.messages.labels("deleted").inc()
+
+    async def _release(self, message: QueueMessage) -> None:
+        delay = min(MAX_RELEASE_SECONDS, 2 ** min(message.receive_count, 8))
+        with contextlib.suppress(LifecycledError):
+            await self._aws.change_visibility(self._queue_url, message.receipt_handle, delay)
+            self._metrics.messages.labels("released").inc()
+
+    @contextlib.asynccontextmanager
+    async def _keep_invisible(self, message: QueueMessage) -> AsyncIterator[None]:
+        """Extend the message's visibility while it is being handled."""
+        period = self._settings.sqs_visibility_seconds / 2
+
+        async def extend() -> None:
+            while True:
+                await asyncio.sleep(period)
+                with contextlib.suppress(LifecycledError):
+                    await self._aws.change_visibility(
+                        self._queue_url,
+                        message.receipt_handle,
+                        self._settings.sqs_visibility_seconds,
+                    )
+
+        extender = asyncio.create_task(extend(), name=f"visibility-{message.message_id}")
+        try:
+            yield
+        finally:
+            extender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await extender
