@@ -93,6 +93,13 @@ class Ignored:
     reason: IgnoreReason
     detail: str
     event_id: str | None = None
+    # What could be read before deciding to ignore (shown by `lifecycled explain`).
+    kind: NoticeKind | None = None
+    instance_ids: tuple[InstanceId, ...] = ()
+    event_time: datetime | None = None
+    region: str | None = None
+    account: str | None = None
+    state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,146 @@
+"""`lifecycled explain FILE|-`: parse one message body exactly as the service would.
+
+Prints one JSON object on one line and has no side effects. The scope check uses
+`LIFECYCLED_ALLOWED_ACCOUNTS` (comma-separated) and `LIFECYCLED_REGION`, as the service does.
+
+Exit codes and objects:
+
+* 0, a notice: DESIGN.md's object, exactly these keys:
+  `{"kind", "instance_ids", "region", "account", "event_id", "event_time", "deadline",
+  "lifecycle", "state", "action"}`; times are ISO-8601 UTC with a `Z` suffix.
+* 0, an ignored message (well-formed, asks nothing of us; the service deletes it): the same
+  keys, filled where the message said them (`kind` may be null), `"action": "none"`, plus
+  `"ignored": "<reason-code>"` and `"detail": "..."`.
+* 2, a rejected message (the service leaves it for the dead-letter queue):
+  `{"rejected": "<reason-code>", "detail": "..."}`.
+* 1, the file could not be read (message on stderr); 2 also for a usage error.
+
+Run it as `python -m lifecycled.explain FILE` too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+
+from lifecycled.events import (
+    MAX_BODY_BYTES,
+    Action,
+    Ignored,
+    LifecycleAction,
+    Notice,
+    Rejected,
+    check_scope,
+    default_action,
+    parse_message,
+)
+from lifecycled.events.times import format_time
+
+EXIT_PARSED = 0
+EXIT_UNREADABLE = 1
+EXIT_REJECTED = 2
+
+
+def explain(
+    body: bytes, *, allowed_accounts: frozenset[str] = frozenset(), region: str | None = None
+) -> tuple[int, dict[str, object]]:
+    """The exit code and the JSON object `lifecycled explain` prints for `body`."""
+    result = parse_message(body)
+    if isinstance(result, Notice):
+        result = check_scope(result, allowed_accounts=allowed_accounts, region=region)
+    if isinstance(result, Rejected):
+        return EXIT_REJECTED, {"rejected": result.reason.value, "detail": result.detail}
+    if isinstance(result, Ignored):
+        return EXIT_PARSED, _ignored_object(result)
+    return EXIT_PARSED, _notice_object(result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="lifecycled explain",
+        description="Parse one SQS message body as lifecycled would; print one JSON line.",
+    )
+    parser.add_argument("file", help="file holding the message body, or - for stdin")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on usage errors; return the code instead
+        return exit_.code if isinstance(exit_.code, int) else EXIT_REJECTED
+    try:
+        body = _read(args.file)
+    except OSError as exc:
+        print(f"lifecycled explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    allowed_accounts, region = scope_from_env(os.environ)
+    code, obj = explain(body, allowed_accounts=allowed_accounts, region=region)
+    print(json.dumps(obj))
+    return code
+
+
+def scope_from_env(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
+    """`(allowed_accounts, region)` from `LIFECYCLED_ALLOWED_ACCOUNTS` and `LIFECYCLED_REGION`."""
+    accounts = env.get("LIFECYCLED_ALLOWED_ACCOUNTS", "").split(",")
+    region = env.get("LIFECYCLED_REGION", "").strip()
+    return frozenset(a.strip() for a in accounts if a.strip()), region or None
+
+
+def _read(path: str) -> bytes:
+    # Read one byte past the limit at most: enough to refuse, never unbounded memory.
+    if path == "-":
+        return _read_bounded(sys.stdin.buffer)
+    with open(path, "rb") as file:
+        return _read_bounded(file)
+
+
+def _read_bounded(stream: BinaryIO) -> bytes:
+    return stream.read(MAX_BODY_BYTES + 1)
+
+
+def _notice_object(notice: Notice) -> dict[str, object]:
+    return {
+        "kind": notice.kind.value,
+        "instance_ids": list(notice.instance_ids),
+        "region": notice.region,
+        "account": notice.account,
+        "event_id": notice.event_id,
+        "event_time": format_time(notice.event_time),
+        "deadline": format_time(notice.deadline) if notice.deadline else None,
+        "lifecycle": _lifecycle_object(notice.lifecycle),
+        "state": notice.state,
+        "action": default_action(notice).value,
+    }
+
+
+def _ignored_object(ignored: Ignored) -> dict[str, object]:
+    return {
+        "kind": ignored.kind.value if ignored.kind else None,
+        "instance_ids": list(ignored.instance_ids),
+        "region": ignored.region,
+        "account": ignored.account,
+        "event_id": ignored.event_id,
+        "event_time": format_time(ignored.event_time) if ignored.event_time else None,
+        "deadline": None,
+        "lifecycle": None,
+        "state": ignored.state,
+        "action": Action.NONE.value,
+        "ignored": ignored.reason.value,
+        "detail": ignored.detail,
+    }
+
+
+def _lifecycle_object(action: LifecycleAction | None) -> dict[str, str] | None:
+    if action is None:
+        return None
+    return {
+        "hook_name": action.hook_name,
+        "group_name": action.group_name,
+        "token": action.token,
+        "transition": action.transition,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
