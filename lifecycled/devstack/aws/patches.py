@@ -1,0 +1,166 @@
+"""Installs the devstack's additions into moto, in this process, once.
+
+moto's state is global per process, so these are class-level patches; they only add
+behaviour moto lacks (lifecycle hooks, EC2 state-change events, the "account" field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import moto.autoscaling.models as asg_models
+from moto.autoscaling.models import autoscaling_backends
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import ActionResult, EmptyResult
+from moto.ec2.models.instances import Instance
+from moto.events.utils import EventTemplateParser
+
+from . import emit
+from .asg import LOCK, HookedBackend, HookedGroup, HookedLifecycleHook
+from .payloads import state_change
+
+# moto's default drops "account" from events delivered to targets; AWS always sends it.
+EVENT_TEMPLATE = (
+    '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", "source": "<source>", '
+    '"account": "<account>", "time": <time>, "region": "<region>", '
+    '"resources": <resources>, "detail": <detail>}'
+)
+
+_installed = False
+
+
+def install() -> None:
+    global _installed
+    with LOCK:
+        if _installed:
+            return
+        _install_backend()
+        _install_responses()
+        _install_ec2_state_events()
+        EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = EVENT_TEMPLATE
+        _installed = True
+
+
+def _install_backend() -> None:
+    # create_auto_scaling_group builds groups by this module-level name.
+    setattr(asg_models, "FakeAutoScalingGroup", HookedGroup)  # noqa: B010
+    autoscaling_backends.backend = HookedBackend
+    for account_backends in autoscaling_backends.values():
+        account_backends.backend = HookedBackend
+        for region in list(account_backends.keys()):
+            if not isinstance(account_backends[region], HookedBackend):
+                del account_backends[region]  # made before install; rebuilt on next use
+
+
+def _hooked(response: AutoScalingResponse) -> HookedBackend:
+    backend = response.autoscaling_backend
+    assert isinstance(backend, HookedBackend)
+    return backend
+
+
+def _put_lifecycle_hook(self: AutoScalingResponse) -> ActionResult:
+    _hooked(self).create_lifecycle_hook(
+        name=self._get_param("LifecycleHookName"),
+        as_name=self._get_param("AutoScalingGroupName"),
+        transition=self._get_param("LifecycleTransition"),
+        timeout=self._get_int_param("HeartbeatTimeout"),
+        result=self._get_param("DefaultResult"),
+        target_arn=self._get_param("NotificationTargetARN") or None,
+        role_arn=self._get_param("RoleARN"),
+        metadata=self._get_param("NotificationMetadata"),
+    )
+    return EmptyResult()
+
+
+def _complete_lifecycle_action(self: AutoScalingResponse) -> ActionResult:
+    _hooked(self).complete_lifecycle_action(
+        group_name=self._get_param("AutoScalingGroupName"),
+        hook_name=self._get_param("LifecycleHookName"),
+        result=self._get_param("LifecycleActionResult"),
+        token=self._get_param("LifecycleActionToken"),
+        instance_id=self._get_param("InstanceId"),
+    )
+    return EmptyResult()
+
+
+def _record_lifecycle_action_heartbeat(self: AutoScalingResponse) -> ActionResult:
+    _hooked(self).record_lifecycle_action_heartbeat(
+        group_name=self._get_param("AutoScalingGroupName"),
+        hook_name=self._get_param("LifecycleHookName"),
+        token=self._get_param("LifecycleActionToken"),
+        instance_id=self._get_param("InstanceId"),
+    )
+    return EmptyResult()
+
+
+def _with_hook_specifications(
+    create: Callable[[AutoScalingResponse], ActionResult],
+) -> Callable[[AutoScalingResponse], ActionResult]:
+    """CreateAutoScalingGroup's LifecycleHookSpecificationList: hooks exist before the first
+    launch (so launch hooks apply to it); test notifications follow once the group exists."""
+
+    def create_auto_scaling_group(self: AutoScalingResponse) -> ActionResult:
+        backend = _hooked(self)
+        group_name = self._get_param("AutoScalingGroupName")
+        hooks = [
+            backend.create_lifecycle_hook(
+                name=spec["LifecycleHookName"],
+                as_name=group_name,
+                transition=spec["LifecycleTransition"],
+                timeout=spec.get("HeartbeatTimeout"),
+                result=spec.get("DefaultResult", "ABANDON"),
+                target_arn=spec.get("NotificationTargetARN") or None,
+                role_arn=spec.get("RoleARN"),
+                metadata=spec.get("NotificationMetadata"),
+                send_test=False,
+            )
+            for spec in self._get_param("LifecycleHookSpecificationList", [])
+        ]
+        result = create(self)
+        for hook in hooks:
+            if isinstance(hook, HookedLifecycleHook):
+                backend.send_test_notification(hook)
+        return result
+
+    return create_auto_scaling_group
+
+
+def _locked(call: Callable[[AutoScalingResponse], Any]) -> Callable[[AutoScalingResponse], Any]:
+    # One Auto Scaling request at a time, and never during a ticker pass.
+    def call_action(self: AutoScalingResponse) -> Any:
+        with LOCK:
+            return call(self)
+
+    return call_action
+
+
+def _install_responses() -> None:
+    cls = AutoScalingResponse
+    setattr(cls, "put_lifecycle_hook", _put_lifecycle_hook)  # noqa: B010
+    setattr(cls, "complete_lifecycle_action", _complete_lifecycle_action)  # noqa: B010
+    setattr(cls, "record_lifecycle_action_heartbeat", _record_lifecycle_action_heartbeat)  # noqa: B010
+    create = _with_hook_specifications(cls.create_auto_scaling_group)
+    setattr(cls, "create_auto_scaling_group", create)  # noqa: B010
+    setattr(cls, "call_action", _locked(cls.call_action))  # noqa: B010
+
+
+def _emitting(method: Callable[[Instance], Any], states: tuple[str, str]) -> Callable[..., Any]:
+    """Wrap an Instance state change so it publishes EC2 state-change events, as EC2 does."""
+
+    def wrapper(self: Instance) -> Any:
+        before = self._state.name
+        result = method(self)
+        if before not in states:
+            backend = self.ec2_backend
+            for state in states:
+                spec = state_change(backend.region_name, backend.account_id, self.id, state)
+                emit.put_event(backend.account_id, backend.region_name, spec)
+        return result
+
+    return wrapper
+
+
+def _install_ec2_state_events() -> None:
+    setattr(Instance, "terminate", _emitting(Instance.terminate, ("shutting-down", "terminated")))  # noqa: B010
+    setattr(Instance, "stop", _emitting(Instance.stop, ("stopping", "stopped")))  # noqa: B010
