@@ -212,6 +212,8 @@ class HookedBackend(AutoScalingBackend):
     # --- instances entering and leaving ----------------------------------------------
 
     def join_group(self, group: HookedGroup, state: InstanceState) -> None:
+        # moto's group launches omit the region, so names would say "ec2.internal" anywhere.
+        state.instance.region_name = self.region_name
         if group.is_spot():
             state.instance.lifecycle = "spot"
         hooks = self.hooks_for(group.name, LAUNCHING)
