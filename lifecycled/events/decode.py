@@ -1,8 +1,9 @@
 """Safe decoding of one message body into a JSON object.
 
 Every check here is linear in the body size and runs before `json.loads`, so a hostile
-body is refused quickly: too large, not UTF-8, nested absurdly deep. Duplicate keys and
-non-standard constants (NaN, Infinity) are refused by `json.loads` hooks.
+body is refused quickly: too large (in bytes, or in arrays, objects and members), not
+UTF-8, nested absurdly deep. Duplicate keys and non-standard constants (NaN, Infinity)
+are refused by `json.loads` hooks. An SNS envelope's inner `Message` goes through here too.
 """
 
 from __future__ import annotations
@@ -58,23 +59,13 @@ def decode_json(body: str | bytes, *, where: str = "body") -> JsonObject | Rejec
     except _BadConstantError:
         return Rejected(RejectReason.NOT_JSON, f"{where} uses NaN or Infinity, which JSON lacks")
     except json.JSONDecodeError as exc:
-        return Rejected(RejectReason.NOT_JSON, f"{where} is not JSON: {exc.msg} at char {exc.pos}")
+        return Rejected(RejectReason.NOT_JSON, f"{where} is not JSON ({exc.msg}, char {exc.pos})")
     except (ValueError, RecursionError):
         # e.g. an integer longer than Python's int-string conversion limit.
         return Rejected(RejectReason.NOT_JSON, f"{where} is not JSON Python can read")
     if not isinstance(value, dict):
         return Rejected(RejectReason.NOT_AN_OBJECT, f"{where} is a JSON {_json_kind(value)}")
     return value
-
-
-def nesting_depth(raw: bytes) -> int:
-    """The deepest bracket nesting outside JSON strings, in linear time.
-
-    Unbalanced input is measured too (only opening brackets count up), so `[[[[...`
-    reports its depth instead of failing later inside the JSON parser.
-    """
-    brackets = _outside_strings(raw).translate(None, _NOT_BRACKETS)
-    return max(0, max(accumulate(map(_DELTA.__getitem__, brackets)), default=0))
 
 
 def _outside_strings(raw: bytes) -> bytes:
