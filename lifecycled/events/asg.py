@@ -63,7 +63,8 @@ def lifecycle(fields: JsonObject, where: str, meta: EventMeta) -> Notice | Ignor
         event = opt_str(fields, "Event", where)
         if not event:
             raise Reject(RejectReason.MISSING_FIELD, f"{where}.LifecycleTransition is missing")
-        return meta.ignored(IgnoreReason.UNHANDLED_TRANSITION, f"event {clip(event)} is no hook")
+        detail = f"Auto Scaling event {clip(event)} is not a lifecycle action"
+        return meta.ignored(IgnoreReason.UNHANDLED_TRANSITION, detail)
     kind = _KINDS.get(transition)
     if kind is None:
         detail = f"transition {clip(transition)} needs no action"

@@ -166,7 +166,7 @@ def _lifecycle_launch(meta: EventMeta, detail: JsonObject) -> Notice | Ignored:
 
 def _lifecycle(meta: EventMeta, detail: JsonObject, expected: str) -> Notice | Ignored:
     transition = detail.get("LifecycleTransition")
-    if transition not in (None, expected, asg.TEST_NOTIFICATION):
+    if isinstance(transition, str) and transition not in (expected, asg.TEST_NOTIFICATION):
         raise Reject(RejectReason.UNKNOWN_FORMAT, "detail.LifecycleTransition != detail-type")
     return asg.lifecycle(detail, "detail", meta)
 
