@@ -1,0 +1,147 @@
+"""Small helpers on object dicts: timestamps, names, conditions, ownership."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .errors import JSON
+
+# The alphabet kube-apiserver uses for generateName suffixes (no vowels, no confusables).
+_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def timestamp(offset_seconds: float = 0.0) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=offset_seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def random_suffix(length: int = 5) -> str:
+    return "".join(random.choice(_SUFFIX_ALPHABET) for _ in range(length))
+
+
+def is_subdomain(name: str) -> bool:
+    return len(name) <= 253 and bool(_SUBDOMAIN.match(name))
+
+
+def is_dns_label(name: str) -> bool:
+    return len(name) <= 63 and bool(_LABEL.match(name))
+
+
+def meta(obj: JSON) -> JSON:
+    value = obj.get("metadata")
+    return value if isinstance(value, dict) else {}
+
+
+def name_of(obj: JSON) -> str:
+    return str(meta(obj).get("name", ""))
+
+
+def namespace_of(obj: JSON) -> str:
+    return str(meta(obj).get("namespace") or "")
+
+
+def uid_of(obj: JSON) -> str:
+    return str(meta(obj).get("uid", ""))
+
+
+def annotations_of(obj: JSON) -> dict[str, str]:
+    value = meta(obj).get("annotations")
+    return value if isinstance(value, dict) else {}
+
+
+def spec(obj: JSON) -> JSON:
+    value = obj.get("spec")
+    return value if isinstance(value, dict) else {}
+
+
+def status(obj: JSON) -> JSON:
+    value = obj.get("status")
+    return value if isinstance(value, dict) else {}
+
+
+def is_terminating(obj: JSON) -> bool:
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
+def controller_ref(obj: JSON) -> JSON | None:
+    for ref in meta(obj).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def owner_ref(owner: JSON, *, controller: bool = True) -> JSON:
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": name_of(owner),
+        "uid": uid_of(owner),
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
+
+
+def condition(obj: JSON, kind: str) -> JSON | None:
+    for cond in status(obj).get("conditions") or []:
+        if cond.get("type") == kind:
+            return dict(cond)
+    return None
+
+
+def condition_true(obj: JSON, kind: str) -> bool:
+    cond = condition(obj, kind)
+    return cond is not None and cond.get("status") == "True"
+
+
+def set_condition(obj: JSON, kind: str, value: str, reason: str = "", message: str = "") -> None:
+    """Set a condition on a (private, mutable) object; the transition time moves on change."""
+    conditions: list[JSON] = obj.setdefault("status", {}).setdefault("conditions", [])
+    new: JSON = {"type": kind, "status": value}
+    if reason:
+        new["reason"] = reason
+    if message:
+        new["message"] = message
+    for i, cond in enumerate(conditions):
+        if cond.get("type") == kind:
+            same = cond.get("status") == value
+            new["lastTransitionTime"] = cond.get("lastTransitionTime") if same else timestamp()
+            new["lastProbeTime"] = None
+            conditions[i] = {k: v for k, v in new.items() if v is not None}
+            return
+    new["lastTransitionTime"] = timestamp()
+    conditions.append(new)
+
+
+def pod_ready(pod: JSON) -> bool:
+    return condition_true(pod, "Ready")
+
+
+def pod_phase(pod: JSON) -> str:
+    return str(status(pod).get("phase", ""))
+
+
+def is_terminal(pod: JSON) -> bool:
+    return pod_phase(pod) in ("Succeeded", "Failed")
+
+
+def int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
+    """IntOrString scaled against `total` (kube's GetScaledValueFromIntOrPercent)."""
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if not text.endswith("%"):
+        return int(text)
+    percent = int(text[:-1])
+    scaled = percent * total
+    return -(-scaled // 100) if round_up else scaled // 100
+
+
+def same_without_status(a: JSON, b: JSON) -> bool:
+    return {k: v for k, v in a.items() if k != "status"} == {
+        k: v for k, v in b.items() if k != "status"
+    }

@@ -1,0 +1,519 @@
+"""Workload controllers: Deployment -> ReplicaSet -> pods, DaemonSet, Job."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+
+from .errors import JSON, ApiError
+from .nodes import NODES, PODS
+from .objects import (
+    condition_true,
+    controller_ref,
+    int_or_percent,
+    is_terminal,
+    is_terminating,
+    meta,
+    name_of,
+    namespace_of,
+    owner_ref,
+    pod_phase,
+    pod_ready,
+    set_condition,
+    spec,
+    status,
+    timestamp,
+    uid_of,
+)
+from .registry import JOB_TRACKING, DeleteOptions, Registry
+from .resources import BY_KEY
+from .selectors import node_affinity_matches, untolerated_taints
+from .store import Store
+
+log = logging.getLogger(__name__)
+DEPLOYMENTS = BY_KEY["deployments.apps"]
+REPLICASETS = BY_KEY["replicasets.apps"]
+DAEMONSETS = BY_KEY["daemonsets.apps"]
+JOBS = BY_KEY["jobs.batch"]
+HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+
+
+def owned_pods(store: Store, owner: JSON) -> list[JSON]:
+    uid = uid_of(owner)
+    return [
+        obj
+        for res, obj in store.dependents(uid)
+        if res is PODS and (controller_ref(obj) or {}).get("uid") == uid
+    ]
+
+
+def is_active(pod: JSON) -> bool:
+    return not is_terminating(pod) and not is_terminal(pod)
+
+
+def create_pod(
+    registry: Registry,
+    owner: JSON,
+    template: JSON,
+    *,
+    spec_extra: JSON | None = None,
+    finalizers: list[str] | None = None,
+) -> JSON | None:
+    """A pod from `owner`'s template, named `<owner>-<5 chars>` like upstream controllers."""
+    tm = template.get("metadata") or {}
+    m: JSON = {"generateName": f"{name_of(owner)}-", "ownerReferences": [owner_ref(owner)]}
+    for key in ("labels", "annotations"):
+        if tm.get(key):
+            m[key] = dict(tm[key])
+    if finalizers:
+        m["finalizers"] = list(finalizers)
+    pod: JSON = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": m,
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }
+    pod["spec"].update(spec_extra or {})
+    try:
+        return registry.create(PODS, pod, namespace_of(owner))
+    except ApiError as exc:
+        log.warning("cannot create a pod for %s: %s", name_of(owner), exc.message)
+        return None
+
+
+def delete_pods(registry: Registry, pods: Iterable[JSON]) -> None:
+    for pod in pods:
+        try:
+            registry.delete(PODS, namespace_of(pod), name_of(pod), DeleteOptions())
+        except ApiError as exc:
+            log.debug("cannot delete %s: %s", name_of(pod), exc.message)
+
+
+def write_status(registry: Registry, res_key: str, obj: JSON, new_status: JSON) -> None:
+    if new_status == obj.get("status"):
+        return
+    new = copy.deepcopy(obj)
+    new["status"] = new_status
+    registry.commit(BY_KEY[res_key], obj, new)
+
+
+def _nonzero(**counts: int) -> JSON:
+    return {k: v for k, v in counts.items() if v}
+
+
+# ---- ReplicaSet ---------------------------------------------------------------------------
+
+
+def _deletion_rank(pod: JSON) -> tuple[int, str]:
+    """Scale-down order, as upstream: unscheduled, pending, not ready, then newest first."""
+    if not spec(pod).get("nodeName"):
+        state = 0
+    elif pod_phase(pod) == "Pending":
+        state = 1
+    elif not pod_ready(pod):
+        state = 2
+    else:
+        state = 3
+    created = str(meta(pod).get("creationTimestamp"))
+    return state, "".join(chr(255 - ord(c)) for c in created)
+
+
+def sync_replicasets(registry: Registry) -> None:
+    for rs in list(registry.store.iter_refs(REPLICASETS)):
+        if is_terminating(rs):
+            continue
+        pods = owned_pods(registry.store, rs)
+        active = [p for p in pods if is_active(p)]
+        want = int(spec(rs).get("replicas", 1))
+        for _ in range(want - len(active)):
+            created = create_pod(registry, rs, spec(rs).get("template") or {})
+            if created is not None:
+                active.append(created)
+        if len(active) > want:
+            doomed = sorted(active, key=_deletion_rank)[: len(active) - want]
+            delete_pods(registry, doomed)
+            active = [p for p in active if p not in doomed]
+        ready = sum(1 for p in active if pod_ready(p))
+        new_status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": len(active),
+            **_nonzero(readyReplicas=ready, availableReplicas=ready),
+            "observedGeneration": meta(rs).get("generation", 1),
+        }
+        current = registry.store.get_ref(REPLICASETS, namespace_of(rs), name_of(rs))
+        if current is not None:
+            write_status(registry, "replicasets.apps", current, new_status)
+
+
+# ---- Deployment ---------------------------------------------------------------------------
+
+
+def template_hash(template: JSON) -> str:
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).digest()
+    number = int.from_bytes(digest[:8], "big")
+    chars = []
+    for _ in range(10):
+        number, rest = divmod(number, len(HASH_ALPHABET))
+        chars.append(HASH_ALPHABET[rest])
+    return "".join(chars)
+
+
+def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
+    template = copy.deepcopy(spec(deploy).get("template") or {})
+    template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
+    selector = copy.deepcopy(spec(deploy).get("selector") or {})
+    selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {
+            "name": f"{name_of(deploy)}-{pod_hash}",
+            "namespace": namespace_of(deploy),
+            "labels": dict(template["metadata"]["labels"]),
+            "annotations": {"deployment.kubernetes.io/revision": "1"},
+            "ownerReferences": [owner_ref(deploy)],
+        },
+        "spec": {
+            "replicas": spec(deploy).get("replicas", 1),
+            "selector": selector,
+            "template": template,
+        },
+    }
+
+
+def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
+    if spec(rs).get("replicas") == replicas:
+        return
+    new = copy.deepcopy(rs)
+    new["spec"]["replicas"] = replicas
+    registry.commit(REPLICASETS, rs, new)
+
+
+def sync_deployments(registry: Registry) -> None:
+    store = registry.store
+    for deploy in list(store.iter_refs(DEPLOYMENTS)):
+        if is_terminating(deploy):
+            continue
+        pod_hash = template_hash(spec(deploy).get("template") or {})
+        owned = [
+            o
+            for r, o in store.dependents(uid_of(deploy))
+            if r is REPLICASETS and (controller_ref(o) or {}).get("uid") == uid_of(deploy)
+        ]
+        current = next((o for o in owned if name_of(o) == f"{name_of(deploy)}-{pod_hash}"), None)
+        want = int(spec(deploy).get("replicas", 1))
+        if current is None:
+            try:
+                current = registry.create(
+                    REPLICASETS, _new_replicaset(deploy, pod_hash), namespace_of(deploy)
+                )
+            except ApiError as exc:
+                log.warning("deployment %s: %s", name_of(deploy), exc.message)
+                continue
+        else:
+            _scale(registry, current, want)
+        for old in owned:
+            if name_of(old) != name_of(current):
+                _scale(registry, old, 0)
+        _deployment_status(registry, deploy, current, owned)
+
+
+def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: list[JSON]) -> None:
+    sets = {name_of(o): o for o in [*owned, current]}
+    fresh = [registry.store.get_ref(REPLICASETS, namespace_of(deploy), n) for n in sets]
+    live = [s for s in fresh if s is not None]
+    total = sum(int(status(s).get("replicas", 0)) for s in live)
+    ready = sum(int(status(s).get("readyReplicas", 0)) for s in live)
+    updated = int(status(current).get("replicas", 0))
+    want = int(spec(deploy).get("replicas", 1))
+    max_unavailable = ((spec(deploy).get("strategy") or {}).get("rollingUpdate") or {}).get(
+        "maxUnavailable", "25%"
+    )
+    available = ready >= want - int_or_percent(max_unavailable, want, round_up=False)
+    new = {"status": copy.deepcopy(status(deploy))}
+    new["status"].update(
+        observedGeneration=meta(deploy).get("generation", 1),
+        **_nonzero(
+            replicas=total,
+            updatedReplicas=updated,
+            readyReplicas=ready,
+            availableReplicas=ready,
+            unavailableReplicas=max(0, want - ready),
+        ),
+    )
+    for key in (
+        "replicas",
+        "updatedReplicas",
+        "readyReplicas",
+        "availableReplicas",
+        "unavailableReplicas",
+    ):
+        if not new["status"].get(key):
+            new["status"].pop(key, None)
+    set_condition(
+        new,
+        "Available",
+        "True" if available else "False",
+        "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+    )
+    set_condition(new, "Progressing", "True", "NewReplicaSetAvailable")
+    write_status(registry, "deployments.apps", deploy, new["status"])
+
+
+# ---- DaemonSet ----------------------------------------------------------------------------
+
+DAEMON_TOLERATIONS = (
+    ("node.kubernetes.io/not-ready", "NoExecute"),
+    ("node.kubernetes.io/unreachable", "NoExecute"),
+    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+    ("node.kubernetes.io/unschedulable", "NoSchedule"),
+)
+
+
+def daemon_tolerations(pod_spec: JSON) -> list[JSON]:
+    tolerations = list(pod_spec.get("tolerations") or [])
+    for key, effect in DAEMON_TOLERATIONS:
+        if not any(t.get("key") == key and t.get("effect") == effect for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": effect})
+    return tolerations
+
+
+def daemon_fits(pod_spec: JSON, node: JSON) -> tuple[bool, bool]:
+    """(should run, should keep running) for a DaemonSet pod on `node`."""
+    if not node_affinity_matches(pod_spec, node) or is_terminating(node):
+        return False, False
+    tolerations = daemon_tolerations(pod_spec)
+    taints = spec(node).get("taints") or []
+    keep = not untolerated_taints(tolerations, taints, {"NoExecute"})
+    run = keep and not untolerated_taints(tolerations, taints, {"NoSchedule"})
+    return run, keep
+
+
+def _daemon_pod_extra(ds: JSON, node_name: str) -> JSON:
+    pod_spec = copy.deepcopy((spec(ds).get("template") or {}).get("spec") or {})
+    affinity = pod_spec.setdefault("affinity", {})
+    affinity["nodeAffinity"] = {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
+            ]
+        }
+    }
+    return {
+        "affinity": affinity,
+        "tolerations": daemon_tolerations(pod_spec),
+        "nodeName": node_name,
+    }
+
+
+def sync_daemonsets(registry: Registry) -> None:
+    store = registry.store
+    nodes = list(store.iter_refs(NODES))
+    for ds in list(store.iter_refs(DAEMONSETS)):
+        if is_terminating(ds):
+            continue
+        template = spec(ds).get("template") or {}
+        by_node: dict[str, list[JSON]] = {}
+        for pod in owned_pods(store, ds):
+            if is_active(pod):
+                by_node.setdefault(str(spec(pod).get("nodeName")), []).append(pod)
+        desired = ready = scheduled = 0
+        for node in nodes:
+            run, keep = daemon_fits(template.get("spec") or {}, node)
+            have = by_node.get(name_of(node), [])
+            if run and not have:
+                create_pod(registry, ds, template, spec_extra=_daemon_pod_extra(ds, name_of(node)))
+            elif have and not keep:
+                delete_pods(registry, have)
+                have = []
+            desired += int(run or bool(have))
+            scheduled += int(bool(have))
+            ready += sum(1 for p in have[:1] if pod_ready(p))
+        new_status = {
+            "desiredNumberScheduled": desired,
+            "currentNumberScheduled": scheduled,
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "updatedNumberScheduled": scheduled,
+            "numberMisscheduled": 0,
+            "observedGeneration": meta(ds).get("generation", 1),
+        }
+        if ready < desired:
+            new_status["numberUnavailable"] = desired - ready
+        write_status(registry, "daemonsets.apps", ds, new_status)
+
+
+# ---- Job ------------------------------------------------------------------------------------
+
+
+def _rule_matches(rule: JSON, pod: JSON) -> bool:
+    exit_codes = rule.get("onExitCodes")
+    if exit_codes:
+        wanted = set(exit_codes.get("values") or [])
+        codes = [
+            ((c.get("state") or {}).get("terminated") or {}).get("exitCode")
+            for c in status(pod).get("containerStatuses") or []
+            if not exit_codes.get("containerName") or c.get("name") == exit_codes["containerName"]
+        ]
+        codes = [c for c in codes if c not in (None, 0)]
+        if exit_codes.get("operator") == "NotIn":
+            return any(c not in wanted for c in codes)
+        return any(c in wanted for c in codes)
+    for pattern in rule.get("onPodConditions") or []:
+        for cond in status(pod).get("conditions") or []:
+            if cond.get("type") == pattern.get("type") and cond.get("status") == pattern.get(
+                "status", "True"
+            ):
+                return True
+    return False
+
+
+def failure_action(job: JSON, pod: JSON) -> str:
+    """What the Job's podFailurePolicy says about a failed pod: Count, Ignore or FailJob."""
+    for rule in (spec(job).get("podFailurePolicy") or {}).get("rules") or []:
+        if _rule_matches(rule, pod):
+            return str(rule.get("action", "Count"))
+    return "Count"
+
+
+class JobController:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        # Pods this controller deleted itself (suspend, job failed): never counted as failed.
+        self.removed_by_us: set[str] = set()
+
+    def sync(self) -> None:
+        for job in list(self.registry.store.iter_refs(JOBS)):
+            if not is_terminating(job):
+                self._sync(job)
+
+    def _sync(self, job: JSON) -> None:
+        s = spec(job)
+        new: JSON = {"status": copy.deepcopy(status(job))}
+        st = new["status"]
+        pods = owned_pods(self.registry.store, job)
+        fail_reason = self._account(job, pods, st)
+        pods = owned_pods(self.registry.store, job)
+        active = [p for p in pods if is_active(p)]
+        finished = condition_true(job, "Complete") or condition_true(job, "Failed")
+        if not finished:
+            finished = self._maybe_finish(job, new, active, fail_reason)
+        if finished:
+            self._remove(active)
+            active = []
+        elif s.get("suspend"):
+            self._remove(active)
+            active = []
+            set_condition(new, "Suspended", "True", "JobSuspended", "Job suspended")
+        else:
+            if condition_true(job, "Suspended"):
+                set_condition(new, "Suspended", "False", "JobResumed", "Job resumed")
+            st.setdefault("startTime", timestamp())
+            active = self._scale(job, pods, active, int(st.get("succeeded", 0)))
+        self._write(job, new, pods, active)
+
+    def _account(self, job: JSON, pods: list[JSON], st: JSON) -> str:
+        """Count finished pods still holding the tracking finalizer, then release them."""
+        only_failed = spec(job).get("podReplacementPolicy") == "Failed"
+        fail_reason = ""
+        for pod in pods:
+            if JOB_TRACKING not in (meta(pod).get("finalizers") or []):
+                continue
+            phase = pod_phase(pod)
+            failed = phase == "Failed" or (
+                is_terminating(pod) and phase != "Succeeded" and not only_failed
+            )
+            if phase == "Succeeded":
+                st["succeeded"] = int(st.get("succeeded", 0)) + 1
+            elif failed and uid_of(pod) not in self.removed_by_us:
+                action = failure_action(job, pod)
+                if action == "FailJob":
+                    fail_reason = "PodFailurePolicy"
+                if action != "Ignore":
+                    st["failed"] = int(st.get("failed", 0)) + 1
+            elif not failed:
+                continue
+            self.registry.remove_finalizer(PODS, pod, JOB_TRACKING)
+        return fail_reason
+
+    def _maybe_finish(self, job: JSON, new: JSON, active: list[JSON], fail_reason: str) -> bool:
+        s, st = spec(job), new["status"]
+        failed, succeeded = int(st.get("failed", 0)), int(st.get("succeeded", 0))
+        if not fail_reason and failed > int(s.get("backoffLimit", 6)):
+            fail_reason = "BackoffLimitExceeded"
+        if fail_reason:
+            message = (
+                "Job has reached the specified backoff limit"
+                if fail_reason == "BackoffLimitExceeded"
+                else "Pod failure policy matched"
+            )
+            set_condition(new, "FailureTarget", "True", fail_reason, message)
+            set_condition(new, "Failed", "True", fail_reason, message)
+            return True
+        completions = s.get("completions")
+        done = (
+            succeeded >= int(completions)
+            if completions is not None
+            else succeeded > 0 and not active
+        )
+        if done:
+            set_condition(
+                new,
+                "SuccessCriteriaMet",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )
+            set_condition(
+                new,
+                "Complete",
+                "True",
+                "CompletionsReached",
+                "Reached expected number of succeeded pods",
+            )
+            st["completionTime"] = timestamp()
+        return bool(done)
+
+    def _remove(self, pods: list[JSON]) -> None:
+        self.removed_by_us.update(uid_of(p) for p in pods)
+        delete_pods(self.registry, pods)
+
+    def _scale(self, job: JSON, pods: list[JSON], active: list[JSON], succeeded: int) -> list[JSON]:
+        s = spec(job)
+        parallelism, completions = int(s.get("parallelism", 1)), s.get("completions")
+        if completions is None:
+            want = 0 if succeeded else parallelism
+        else:
+            want = max(0, min(parallelism, int(completions) - succeeded))
+        # With podReplacementPolicy Failed, a terminating pod is replaced once it has failed.
+        waiting = [p for p in pods if is_terminating(p) and not is_terminal(p)]
+        in_flight = len(active) + (len(waiting) if s.get("podReplacementPolicy") == "Failed" else 0)
+        template = s.get("template") or {}
+        for _ in range(want - in_flight):
+            pod = create_pod(self.registry, job, template, finalizers=[JOB_TRACKING])
+            if pod is not None:
+                active.append(pod)
+        if len(active) > want:
+            extra = sorted(active, key=_deletion_rank)[: len(active) - want]
+            self._remove(extra)
+            active = [p for p in active if p not in extra]
+        return active
+
+    def _write(self, job: JSON, new: JSON, pods: list[JSON], active: list[JSON]) -> None:
+        st = new["status"]
+        for key in ("active", "succeeded", "failed"):
+            if not st.get(key):
+                st.pop(key, None)
+        if active:
+            st["active"] = len(active)
+        st["ready"] = sum(1 for p in active if pod_ready(p))
+        st["terminating"] = sum(1 for p in pods if is_terminating(p) and not is_terminal(p))
+        st.setdefault("uncountedTerminatedPods", {})
+        current = self.registry.store.get_ref(JOBS, namespace_of(job), name_of(job))
+        if current is not None:
+            write_status(self.registry, "jobs.batch", current, st)
