@@ -95,4 +95,32 @@ def status_body(exc: Any) -> dict[str, Any]:
     return body
 
 
-__all__ = ["Kube", "connect", "eventually", "kube", "kube_static", "pytest", "status_body"]
+__all__ = [
+    "Kube",
+    "connect",
+    "eventually",
+    "kube",
+    "kube_static",
+    "pytest",
+    "running_pod",
+    "status_body",
+]
+
+
+async def running_pod(
+    k: Kube,
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    ready: bool = True,
+    phase: str = "Running",
+    namespace: str = "default",
+    **pod_args: Any,
+) -> None:
+    """Seed a pod bound to a node with the given status (for servers without controllers)."""
+    from lifecycled.devstack.kube import builders
+
+    pod_args.setdefault("node_name", "n1")
+    await k.server.add_object(builders.pod(name, namespace=namespace, labels=labels, **pod_args))
+    status = {"phase": phase, "conditions": [{"type": "Ready", "status": str(ready)}]}
+    await k.server.patch_object("pods", name, {"status": status}, namespace, subresource="status")

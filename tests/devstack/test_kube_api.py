@@ -20,8 +20,12 @@ __all__ = ["kube", "kube_static"]
 
 async def raw_get(k: Kube, path: str, query: list[tuple[str, str]] | None = None) -> Any:
     return await k.api.call_api(
-        path, "GET", query_params=query or [], response_types_map={200: "object"},
-        auth_settings=["BearerToken"], _return_http_data_only=True,
+        path,
+        "GET",
+        query_params=query or [],
+        response_types_map={200: "object"},
+        auth_settings=["BearerToken"],
+        _return_http_data_only=True,
     )
 
 
@@ -209,7 +213,9 @@ async def test_leader_election_with_the_client_library(kube_static: Kube) -> Non
         await asyncio.wait_for(started.wait(), 5)
         lease = await kube_static.coordination.read_namespaced_lease("lifecycled", "default")
         assert lease.spec.holder_identity == "candidate-1"
-        verbs = {r.verb for r in kube_static.server.requests if r.resource and "leases" in r.resource}
+        verbs = {
+            r.verb for r in kube_static.server.requests if r.resource and "leases" in r.resource
+        }
         assert {"get", "create"} <= verbs
         await eventually(lambda: _saw_replace(kube_static), within=5)
     finally:

@@ -70,7 +70,8 @@ async def test_containers_merge_by_name(kube_static: Kube) -> None:
     pod["spec"]["containers"].append({"name": "side", "image": "side:1"})
     await kube_static.server.add_object(pod)
     patched = await kube_static.core.patch_namespaced_pod(
-        "p", "default",
+        "p",
+        "default",
         {"spec": {"containers": [{"name": "side", "env": [{"name": "A", "value": "1"}]}]}},
     )
     by_name = {c.name: c for c in patched.spec.containers}
@@ -79,35 +80,57 @@ async def test_containers_merge_by_name(kube_static: Kube) -> None:
 
 
 async def test_owner_references_merge_by_uid_and_finalizers_union(kube_static: Kube) -> None:
-    await kube_static.server.add_object({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "cm", "finalizers": ["a/one"],
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1",
-                                          "uid": "u1"}]},
-    })
-    patched = await kube_static.core.patch_namespaced_config_map("cm", "default", {
-        "metadata": {"finalizers": ["b/two"],
-                     "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n2",
-                                          "uid": "u2"}]},
-    })
+    await kube_static.server.add_object(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "cm",
+                "finalizers": ["a/one"],
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u1"}
+                ],
+            },
+        }
+    )
+    patched = await kube_static.core.patch_namespaced_config_map(
+        "cm",
+        "default",
+        {
+            "metadata": {
+                "finalizers": ["b/two"],
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": "n2", "uid": "u2"}
+                ],
+            },
+        },
+    )
     assert patched.metadata.finalizers == ["a/one", "b/two"]
     assert [r.uid for r in patched.metadata.owner_references] == ["u1", "u2"]
-    patched = await kube_static.core.patch_namespaced_config_map("cm", "default", {
-        "metadata": {"$deleteFromPrimitiveList/finalizers": ["a/one"],
-                     "ownerReferences": [{"uid": "u1", "$patch": "delete"}]},
-    })
+    patched = await kube_static.core.patch_namespaced_config_map(
+        "cm",
+        "default",
+        {
+            "metadata": {
+                "$deleteFromPrimitiveList/finalizers": ["a/one"],
+                "ownerReferences": [{"uid": "u1", "$patch": "delete"}],
+            },
+        },
+    )
     assert patched.metadata.finalizers == ["b/two"]
     assert [r.uid for r in patched.metadata.owner_references] == ["u2"]
 
 
 async def test_status_conditions_merge_by_type(kube_static: Kube) -> None:
     await kube_static.server.add_node("n1")
-    node = await kube_static.core.patch_node_status("n1", {"status": {"conditions": [
-        {"type": "MemoryPressure", "status": "False"}]}})
+    node = await kube_static.core.patch_node_status(
+        "n1", {"status": {"conditions": [{"type": "MemoryPressure", "status": "False"}]}}
+    )
     kinds = {c.type: c.status for c in node.status.conditions}
     assert kinds == {"Ready": "True", "MemoryPressure": "False"}
-    node = await kube_static.core.patch_node_status("n1", {"status": {"conditions": [
-        {"type": "Ready", "status": "False"}]}})
+    node = await kube_static.core.patch_node_status(
+        "n1", {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+    )
     kinds = {c.type: c.status for c in node.status.conditions}
     assert kinds == {"Ready": "False", "MemoryPressure": "False"}
 
@@ -117,8 +140,14 @@ async def test_patch_directives_on_maps(kube_static: Kube) -> None:
         builders.pod("p", labels={"a": "1", "b": "2"}, annotations={"x": "1"})
     )
     patched = await kube_static.core.patch_namespaced_pod(
-        "p", "default",
-        {"metadata": {"labels": {"$patch": "replace", "c": "3"}, "annotations": {"$patch": "delete"}}},
+        "p",
+        "default",
+        {
+            "metadata": {
+                "labels": {"$patch": "replace", "c": "3"},
+                "annotations": {"$patch": "delete"},
+            }
+        },
     )
     assert patched.metadata.labels == {"c": "3"}
     assert not patched.metadata.annotations
@@ -143,8 +172,10 @@ async def test_json_patch_operations(kube_static: Kube) -> None:
 
 async def test_json_patch_failed_test_is_422(kube_static: Kube) -> None:
     await kube_static.server.add_object(builders.pod("p", labels={"a": "1"}))
-    ops = [{"op": "test", "path": "/metadata/labels/a", "value": "2"},
-           {"op": "add", "path": "/metadata/labels/b", "value": "2"}]
+    ops = [
+        {"op": "test", "path": "/metadata/labels/a", "value": "2"},
+        {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+    ]
     with pytest.raises(ApiException) as err:
         await kube_static.core.patch_namespaced_pod("p", "default", ops)
     assert err.value.status == 422
@@ -155,8 +186,10 @@ async def test_json_patch_failed_test_is_422(kube_static: Kube) -> None:
 async def test_json_patch_resource_version_test_as_precondition(kube_static: Kube) -> None:
     await node_with_taints(kube_static)
     node = await kube_static.core.read_node("n1")
-    ops = [{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"},
-           {"op": "add", "path": "/spec/taints/-", "value": TAINT_B}]
+    ops = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": "1"},
+        {"op": "add", "path": "/spec/taints/-", "value": TAINT_B},
+    ]
     with pytest.raises(ApiException) as err:
         await kube_static.core.patch_node("n1", ops)
     assert err.value.status == 409
@@ -169,8 +202,10 @@ async def test_apply_patch_is_unsupported(kube_static: Kube) -> None:
     await node_with_taints(kube_static)
     with pytest.raises(ApiException) as err:
         await kube_static.core.patch_node(
-            "n1", {"metadata": {"labels": {"x": "1"}}},
-            _content_type="application/apply-patch+yaml", field_manager="test",
+            "n1",
+            {"metadata": {"labels": {"x": "1"}}},
+            _content_type="application/apply-patch+yaml",
+            field_manager="test",
         )
     assert err.value.status == 415
 

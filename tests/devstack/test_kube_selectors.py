@@ -66,9 +66,7 @@ async def test_pod_field_selectors(kube_static: Kube) -> None:
     assert await names(kube_static, field_selector="status.phase=Running") == ["c"]
     assert await names(kube_static, field_selector="status.phase!=Running") == ["a", "b", "d"]
     assert await names(kube_static, field_selector="metadata.name=d") == ["d"]
-    assert await names(
-        kube_static, field_selector="spec.nodeName=n-a,metadata.name!=a"
-    ) == []
+    assert await names(kube_static, field_selector="spec.nodeName=n-a,metadata.name!=a") == []
     assert await names(
         kube_static, field_selector="spec.schedulerName=default-scheduler", label_selector="env"
     ) == ["a", "c"]

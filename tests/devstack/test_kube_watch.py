@@ -51,8 +51,10 @@ async def test_watch_from_resource_version_replays_only_later_events(kube_static
     listed = await k.core.list_namespaced_pod("default")
     await k.server.add_object(builders.pod("after"))
     stream = watch.Watch().stream(
-        k.core.list_namespaced_pod, "default",
-        resource_version=listed.metadata.resource_version, timeout_seconds=1,
+        k.core.list_namespaced_pod,
+        "default",
+        resource_version=listed.metadata.resource_version,
+        timeout_seconds=1,
     )
     assert await collect(stream, 1) == [("ADDED", "after")]
 
@@ -62,8 +64,11 @@ async def test_watch_with_selectors_sees_objects_enter_and_leave(kube_static: Ku
     await k.server.add_object(builders.pod("p", labels={"app": "web"}, node_name="n1"))
     await k.server.add_object(builders.pod("q", labels={"app": "web"}, node_name="n2"))
     stream = watch.Watch().stream(
-        k.core.list_namespaced_pod, "default", label_selector="app=web",
-        field_selector="spec.nodeName=n1", timeout_seconds=5,
+        k.core.list_namespaced_pod,
+        "default",
+        label_selector="app=web",
+        field_selector="spec.nodeName=n1",
+        timeout_seconds=5,
     )
     task = asyncio.create_task(collect(stream, 3))
     await asyncio.sleep(0.2)
@@ -85,8 +90,11 @@ async def test_raw_watch_spellings(kube_static: Kube) -> None:
     await k.server.add_node("n1")
     for spelling in ("true", "1"):
         response = await k.api.call_api(
-            "/api/v1/nodes", "GET", query_params=[("watch", spelling), ("timeoutSeconds", "1")],
-            auth_settings=["BearerToken"], _preload_content=False,
+            "/api/v1/nodes",
+            "GET",
+            query_params=[("watch", spelling), ("timeoutSeconds", "1")],
+            auth_settings=["BearerToken"],
+            _preload_content=False,
         )
         line = await response.content.readline()
         assert b'"type":"ADDED"' in line and b'"name":"n1"' in line

@@ -98,20 +98,30 @@ def condition_true(obj: JSON, kind: str) -> bool:
     return cond is not None and cond.get("status") == "True"
 
 
-def set_condition(obj: JSON, kind: str, value: str, reason: str = "", message: str = "") -> None:
-    """Set a condition on a (private, mutable) object; the transition time moves on change."""
+def set_condition(
+    obj: JSON,
+    kind: str,
+    value: str,
+    reason: str = "",
+    message: str = "",
+    *,
+    observed_generation: int | None = None,
+) -> None:
+    """Set a condition on a (private, mutable) object; the transition time moves on change.
+
+    With `observed_generation`, the condition is a metav1.Condition, whose reason and message
+    are always present (clients validate that)."""
     conditions: list[JSON] = obj.setdefault("status", {}).setdefault("conditions", [])
     new: JSON = {"type": kind, "status": value}
-    if reason:
-        new["reason"] = reason
-    if message:
-        new["message"] = message
+    if observed_generation is not None:
+        new.update(observedGeneration=observed_generation, reason=reason, message=message)
+    else:
+        new.update({k: v for k, v in (("reason", reason), ("message", message)) if v})
     for i, cond in enumerate(conditions):
         if cond.get("type") == kind:
             same = cond.get("status") == value
             new["lastTransitionTime"] = cond.get("lastTransitionTime") if same else timestamp()
-            new["lastProbeTime"] = None
-            conditions[i] = {k: v for k, v in new.items() if v is not None}
+            conditions[i] = new
             return
     new["lastTransitionTime"] = timestamp()
     conditions.append(new)

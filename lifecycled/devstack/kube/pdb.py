@@ -129,6 +129,7 @@ def pdb_status(store: Store, pdb: JSON) -> JSON:
         "DisruptionAllowed",
         "True" if allowed else "False",
         "SufficientPods" if allowed else "InsufficientPods",
+        observed_generation=int(meta(pdb).get("generation", 1)),
     )
     return dict(new["status"])
 
