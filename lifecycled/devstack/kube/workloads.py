@@ -391,6 +391,18 @@ class JobController:
         for job in list(self.registry.store.iter_refs(JOBS)):
             if not is_terminating(job):
                 self._sync(job)
+        self._release_orphans()
+
+    def _release_orphans(self) -> None:
+        """Pods whose Job is gone (or that were orphaned) lose the tracking finalizer."""
+        store = self.registry.store
+        for pod in list(store.iter_refs(PODS)):
+            if JOB_TRACKING not in (meta(pod).get("finalizers") or []):
+                continue
+            ref = controller_ref(pod)
+            owner = store.by_uid(str(ref.get("uid"))) if ref else None
+            if owner is None or owner.get("kind") != "Job":
+                self.registry.remove_finalizer(PODS, pod, JOB_TRACKING)
 
     def _sync(self, job: JSON) -> None:
         s = spec(job)
@@ -506,7 +518,8 @@ class JobController:
 
     def _write(self, job: JSON, new: JSON, pods: list[JSON], active: list[JSON]) -> None:
         st = new["status"]
-        for key in ("active", "succeeded", "failed"):
+        st.pop("active", None)
+        for key in ("succeeded", "failed"):
             if not st.get(key):
                 st.pop(key, None)
         if active:
