@@ -11,7 +11,7 @@ from collections.abc import Callable
 from .errors import JSON, ApiError
 from .nodes import Kubelet, TaintManager, collect_orphan_pods, schedule, sync_node_taints
 from .objects import is_terminating, meta, name_of, namespace_of, uid_of
-from .pdb import PDBS, refresh_pdb
+from .pdb import PDBS, PodIndex, refresh_pdb
 from .registry import FOREGROUND, DeleteOptions, Registry
 from .resources import BY_KEY, RESOURCES
 from .workloads import JobController, sync_daemonsets, sync_deployments, sync_replicasets
@@ -93,35 +93,46 @@ def finalize_namespaces(registry: Registry) -> None:
 
 
 def refresh_pdbs(registry: Registry) -> None:
-    for pdb in list(registry.store.iter_refs(PDBS)):
-        refresh_pdb(registry, pdb)
+    pdbs = list(registry.store.iter_refs(PDBS))
+    if pdbs:
+        index = PodIndex(registry.store)
+        for pdb in pdbs:
+            refresh_pdb(registry, pdb, index)
 
 
 class ControllerManager:
+    """Runs the controllers in order. Controllers that only react to state are skipped while
+    the store has not changed; the time-driven ones (kubelet, taint manager) always run."""
+
     def __init__(self, registry: Registry, tick: float) -> None:
         self.registry = registry
         self.tick = tick
         self.kubelet = Kubelet(registry)
         self.taint_manager = TaintManager(registry)
         self.jobs = JobController(registry)
-        self.steps: list[tuple[str, Callable[[], None]]] = [
-            ("node-lifecycle", lambda: sync_node_taints(registry)),
-            ("namespace", lambda: finalize_namespaces(registry)),
-            ("garbage-collector", lambda: collect_garbage(registry)),
-            ("foreground-deletion", lambda: finish_foreground(registry)),
-            ("pod-gc", lambda: collect_orphan_pods(registry)),
-            ("taint-manager", self.taint_manager.sync),
-            ("deployment", lambda: sync_deployments(registry)),
-            ("replicaset", lambda: sync_replicasets(registry)),
-            ("daemonset", lambda: sync_daemonsets(registry)),
-            ("job", self.jobs.sync),
-            ("scheduler", lambda: schedule(registry)),
-            ("kubelet", self.kubelet.sync),
-            ("disruption", lambda: refresh_pdbs(registry)),
+        self._seen_version = -1
+        self.steps: list[tuple[str, bool, Callable[[], None]]] = [
+            ("node-lifecycle", False, lambda: sync_node_taints(registry)),
+            ("namespace", False, lambda: finalize_namespaces(registry)),
+            ("garbage-collector", False, lambda: collect_garbage(registry)),
+            ("foreground-deletion", False, lambda: finish_foreground(registry)),
+            ("pod-gc", False, lambda: collect_orphan_pods(registry)),
+            ("taint-manager", True, self.taint_manager.sync),
+            ("deployment", False, lambda: sync_deployments(registry)),
+            ("replicaset", False, lambda: sync_replicasets(registry)),
+            ("daemonset", False, lambda: sync_daemonsets(registry)),
+            ("job", False, self.jobs.sync),
+            ("scheduler", False, lambda: schedule(registry)),
+            ("kubelet", True, self.kubelet.sync),
+            ("disruption", False, lambda: refresh_pdbs(registry)),
         ]
 
     def run_once(self) -> None:
-        for name, step in self.steps:
+        changed = self.registry.store.resource_version != self._seen_version
+        self._seen_version = self.registry.store.resource_version
+        for name, timed, step in self.steps:
+            if not (timed or changed):
+                continue
             try:
                 step()
             except Exception:  # one broken controller must not stop the others

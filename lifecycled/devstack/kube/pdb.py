@@ -28,7 +28,13 @@ from .objects import (
 )
 from .registry import DeleteOptions, Registry
 from .resources import BY_KEY
-from .selectors import label_selector_matches, labels_of
+from .selectors import (
+    Requirement,
+    from_label_selector,
+    label_selector_matches,
+    labels_of,
+    matches_all,
+)
 from .store import Store
 
 PODS = BY_KEY["pods"]
@@ -52,6 +58,38 @@ def selects(pdb: JSON, pod: JSON) -> bool:
     # policy/v1: an empty selector selects every pod of the namespace; a missing one none.
     selector = spec(pdb).get("selector")
     return selector is not None and label_selector_matches(selector, labels_of(pod))
+
+
+class PodIndex:
+    """Pods by namespace and by label pair, built once per pass over all budgets so that
+    each budget only looks at the pods that can match it."""
+
+    def __init__(self, store: Store) -> None:
+        self.by_ns: dict[str, list[JSON]] = {}
+        self.by_pair: dict[tuple[str, str, str], list[JSON]] = {}
+        for pod in store.iter_refs(PODS):
+            ns = str(meta(pod).get("namespace"))
+            self.by_ns.setdefault(ns, []).append(pod)
+            for key, value in labels_of(pod).items():
+                self.by_pair.setdefault((ns, key, str(value)), []).append(pod)
+
+    def select(self, namespace: str, reqs: list[Requirement]) -> list[JSON]:
+        first = next((r for r in reqs if r.op == "="), None)
+        if first is None:
+            pool = self.by_ns.get(namespace, [])
+        else:
+            pool = self.by_pair.get((namespace, first.key, first.values[0]), [])
+        return [p for p in pool if matches_all(reqs, labels_of(p))]
+
+
+def selected_pods(store: Store, pdb: JSON, index: PodIndex | None = None) -> list[JSON]:
+    reqs = from_label_selector(spec(pdb).get("selector"))
+    if reqs is None:
+        return []
+    ns = str(meta(pdb).get("namespace"))
+    if index is not None:
+        return index.select(ns, reqs)
+    return [p for p in store.iter_refs(PODS, ns) if matches_all(reqs, labels_of(p))]
 
 
 def matching_pdbs(store: Store, pod: JSON) -> list[JSON]:
@@ -83,10 +121,17 @@ def _controller_scale(store: Store, ns: str, ref: JSON) -> tuple[str, int] | Non
 def expected_count(store: Store, pods: list[JSON]) -> int:
     """Sum of the desired replicas of the pods' controllers; a pod without one counts as 1."""
     scales: dict[str, int] = {}
+    looked_up: dict[str, tuple[str, int] | None] = {}  # pods mostly share one controller
     loose = 0
     for pod in pods:
         ref = controller_ref(pod)
-        found = _controller_scale(store, str(meta(pod).get("namespace")), ref) if ref else None
+        if ref is None:
+            loose += 1
+            continue
+        key = str(ref.get("uid"))
+        if key not in looked_up:
+            looked_up[key] = _controller_scale(store, str(meta(pod).get("namespace")), ref)
+        found = looked_up[key]
         if found is None:
             loose += 1
         else:
@@ -94,9 +139,8 @@ def expected_count(store: Store, pods: list[JSON]) -> int:
     return sum(scales.values()) + loose
 
 
-def budget(store: Store, pdb: JSON) -> Budget:
-    ns = meta(pdb).get("namespace")
-    pods = [p for p in store.iter_refs(PODS, ns) if selects(pdb, p)]
+def budget(store: Store, pdb: JSON, index: PodIndex | None = None) -> Budget:
+    pods = selected_pods(store, pdb, index)
     healthy = sum(1 for p in pods if pod_ready(p) and not is_terminating(p))
     s = spec(pdb)
     if s.get("maxUnavailable") is not None:
@@ -112,8 +156,8 @@ def budget(store: Store, pdb: JSON) -> Budget:
     return Budget(healthy, 0, len(pods))
 
 
-def pdb_status(store: Store, pdb: JSON) -> JSON:
-    b = budget(store, pdb)
+def pdb_status(store: Store, pdb: JSON, index: PodIndex | None = None) -> JSON:
+    b = budget(store, pdb, index)
     new: JSON = {"status": copy.deepcopy(pdb.get("status") or {})}
     new["status"].update(
         currentHealthy=b.current_healthy,
@@ -134,9 +178,9 @@ def pdb_status(store: Store, pdb: JSON) -> JSON:
     return dict(new["status"])
 
 
-def refresh_pdb(registry: Registry, pdb: JSON) -> None:
+def refresh_pdb(registry: Registry, pdb: JSON, index: PodIndex | None = None) -> None:
     """Write the PDB's status if it changed (the disruption controller's job)."""
-    status = pdb_status(registry.store, pdb)
+    status = pdb_status(registry.store, pdb, index)
     if status != pdb.get("status"):
         new = copy.deepcopy(pdb)
         new["status"] = status
