@@ -189,3 +189,15 @@ async def test_namespace_deletion_empties_and_removes_it(kube: Kube) -> None:
     await kube.core.delete_namespace("team")
 
     await eventually(lambda: absent(kube.core.read_namespace("team")))
+
+
+async def test_delete_collection_with_a_selector(kube_static: Kube) -> None:
+    for name, team in (("a", "x"), ("b", "y"), ("c", "x")):
+        cm = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels={"team": team}))
+        await kube_static.core.create_namespaced_config_map("default", cm)
+    await kube_static.core.delete_collection_namespaced_config_map(
+        "default", label_selector="team=x"
+    )
+    left = await kube_static.core.list_namespaced_config_map("default")
+    assert [c.metadata.name for c in left.items] == ["b"]
+    assert kube_static.server.requests[-2].verb == "deletecollection"
