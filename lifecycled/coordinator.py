@@ -96,10 +96,10 @@ class Coordinator:
             return Disposition.DUPLICATE
         open_drain = self._drains.get(instance_id)
         if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in GONE_STATES:
-            if open_drain is not None:
+            if open_drain is not None and not open_drain[0].work_done:
                 await self._force_end(instance_id)
                 return Disposition.FORCED
-            if instance_id in self._finished:
+            if open_drain is not None or instance_id in self._finished:
                 return self._recorded(notice, instance_id, "instance went after its drain")
         action = default_action(notice, rebalance_action=Action(self._settings.rebalance_action))
         if action not in (Action.DRAIN, Action.CORDON):

@@ -46,6 +46,7 @@ class Drain:
         self._holding: asyncio.Task[None] | None = None
         self._tg: asyncio.TaskGroup | None = None
         self.outcome: Outcome | None = None
+        self.work_done = False  # from here on the machine may go: that is not a forced end
 
     def cutoff(self) -> float:
         """Loop time after which no new eviction starts: the deadline minus the margin."""
@@ -59,6 +60,7 @@ class Drain:
                 self._tg = tg
                 self._start_holding()
                 outcome = await self._work()
+                self.work_done = True
                 await self._release_hook()
                 await self._close(outcome)
             return outcome

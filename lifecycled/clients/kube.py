@@ -52,14 +52,20 @@ def _error(status: int, body: bytes, headers: Any) -> Exception:
     return PermanentError(text)
 
 
-def _has_kubeconfig() -> bool:
-    return bool(os.environ.get("KUBECONFIG")) or os.path.exists(os.path.expanduser("~/.kube/config"))
+def kubeconfig_path() -> str | None:
+    """KUBECONFIG (read now: the library reads it once, at import), else ~/.kube/config."""
+    explicit = os.environ.get("KUBECONFIG")
+    if explicit:
+        return explicit
+    default = os.path.expanduser("~/.kube/config")
+    return default if os.path.exists(default) else None
 
 
 async def load_configuration() -> client.Configuration:
     configuration = client.Configuration()
-    if _has_kubeconfig():
-        await config.load_kube_config(client_configuration=configuration)
+    path = kubeconfig_path()
+    if path:
+        await config.load_kube_config(config_file=path, client_configuration=configuration)
     else:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     return configuration

@@ -133,8 +133,11 @@ def job(name: str, namespace: str, w: Workloads) -> JsonDict:
 
 
 async def seed(api: client.ApiClient, machines: Sequence[Machine], w: Workloads) -> None:
-    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    batch, policy = client.BatchV1Api(api), client.PolicyV1Api(api)
+    # Plain manifests (dicts) are what the API takes; the client's stubs only know its models.
+    core: Any = client.CoreV1Api(api)
+    apps: Any = client.AppsV1Api(api)
+    batch: Any = client.BatchV1Api(api)
+    policy: Any = client.PolicyV1Api(api)
     for namespace in ("shop", "batch", "monitoring"):
         await core.create_namespace({"metadata": {"name": namespace}})
     for machine in machines:
@@ -151,16 +154,18 @@ async def seed(api: client.ApiClient, machines: Sequence[Machine], w: Workloads)
 
 def is_ready(pod: Any) -> bool:
     conditions = pod.status.conditions or [] if pod.status else []
-    return pod.status is not None and pod.status.phase == "Running" and any(
-        c.type == "Ready" and c.status == "True" for c in conditions
+    return (
+        pod.status is not None
+        and pod.status.phase == "Running"
+        and any(c.type == "Ready" and c.status == "True" for c in conditions)
     )
 
 
-async def wait_running(api: client.ApiClient, expected: int, timeout: float = 60.0) -> int:
+async def wait_running(api: client.ApiClient, expected: int, within: float = 60.0) -> int:
     """Wait until at least `expected` pods are Running and Ready; returns how many are."""
     core = client.CoreV1Api(api)
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while True:
         pods = (await core.list_pod_for_all_namespaces()).items
         ready = sum(1 for pod in pods if is_ready(pod))

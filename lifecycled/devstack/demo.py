@@ -32,8 +32,12 @@ from lifecycled.devstack.kube import KubeApiServerThread
 NODES = 20
 SPOT_BURST = 5
 WORKLOADS = Workloads(
-    web_replicas=30, web_max_unavailable=2, api_replicas=140, job_parallelism=20,
-    exit_seconds=1.5, grace_seconds=30,
+    web_replicas=30,
+    web_max_unavailable=2,
+    api_replicas=140,
+    job_parallelism=20,
+    exit_seconds=1.5,
+    grace_seconds=30,
 )
 TIMEOUT = 120.0
 
@@ -100,8 +104,10 @@ class Timeline:
             say(f"\n{instance}  {self.node.get(instance, '?')}  [{self.kind.get(instance)}]")
             for at, what in sorted(steps):
                 say(f"  +{(at - t0).total_seconds():6.2f}s  {what}")
-            say(f"           {self.evicted[instance]} pods evicted, "
-                f"{self.refused[instance]} refusals by a disruption budget (retried)")
+            say(
+                f"           {self.evicted[instance]} pods evicted, "
+                f"{self.refused[instance]} refusals by a disruption budget (retried)"
+            )
 
 
 async def read_logs(stream: asyncio.StreamReader, timeline: Timeline, raw: Path) -> None:
@@ -116,7 +122,9 @@ async def read_logs(stream: asyncio.StreamReader, timeline: Timeline, raw: Path)
                 timeline.add(entry)
 
 
-async def scrape(session: aiohttp.ClientSession, url: str) -> dict[tuple[str, tuple[Any, ...]], float]:
+async def scrape(
+    session: aiohttp.ClientSession, url: str
+) -> dict[tuple[str, tuple[Any, ...]], float]:
     async with session.get(url + "/metrics") as reply:
         text = await reply.text()
     values: dict[tuple[str, tuple[Any, ...]], float] = {}
@@ -131,7 +139,9 @@ def total(values: dict[tuple[str, tuple[Any, ...]], float], name: str, **labels:
     return sum(v for (n, lbl), v in values.items() if n == name and want <= set(lbl))
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process) -> None:
+async def wait_ready(
+    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process
+) -> None:
     end = time.monotonic() + 30
     while time.monotonic() < end:
         if proc.returncode is not None:
@@ -159,8 +169,10 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         await seed(api, machines, WORKLOADS)
         want = expected_pods(machines, WORKLOADS)
         ready = await wait_running(api, want)
-        say(f"== cluster: {NODES} nodes, {ready} pods running "
-            f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, Job)")
+        say(
+            f"== cluster: {NODES} nodes, {ready} pods running "
+            f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, Job)"
+        )
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -187,8 +199,10 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
             say(f"== lifecycled running (pid {proc.pid}), metrics at {url}/metrics")
             spot = instances[:SPOT_BURST]
             scaled = instances[SPOT_BURST]
-            say(f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
-                f"and scaling in {scaled.id} (terminate lifecycle hook)")
+            say(
+                f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
+                f"and scaling in {scaled.id} (terminate lifecycle hook)"
+            )
             for instance in spot:
                 aws.send_spot_interruption(instance.id)
             aws.scale_in("demo-workers", scaled.id)
@@ -210,11 +224,16 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     say("\n== summary")
     say(f"  notices:            {int(total(values, 'lifecycled_notices_total'))}")
     say(f"  drains drained:     {int(drained)} of {expected}")
-    say(f"  pods evicted:       {int(total(values, 'lifecycled_evictions_total', outcome='evicted'))}")
-    say(f"  budget refusals:    "
-        f"{int(total(values, 'lifecycled_evictions_total', outcome='blocked_by_budget'))}")
-    say(f"  hooks completed:    "
-        f"{int(total(values, 'lifecycled_lifecycle_actions_total', result='CONTINUE'))}")
+    evicted = total(values, "lifecycled_evictions_total", outcome="evicted")
+    say(f"  pods evicted:       {int(evicted)}")
+    say(
+        f"  budget refusals:    "
+        f"{int(total(values, 'lifecycled_evictions_total', outcome='blocked_by_budget'))}"
+    )
+    say(
+        f"  hooks completed:    "
+        f"{int(total(values, 'lifecycled_lifecycle_actions_total', result='CONTINUE'))}"
+    )
     say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
     say(f"  instance {scaled.id} in the group: {aws.lifecycle_state(scaled.id) or 'terminated'}")
     say(f"  service exit code:  {code}; full log: {workdir / 'lifecycled.log'}")

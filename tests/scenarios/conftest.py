@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
 from lifecycled.app import Service, running
+from lifecycled.clients.kube import load_configuration
 from lifecycled.devstack.aws import AwsStack
 from lifecycled.devstack.cluster import Machine, Workloads, seed, wait_running
 from lifecycled.devstack.kube import KubeApiServer
@@ -47,8 +48,7 @@ async def kube(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
 
 @pytest.fixture
 async def api(kube: KubeApiServer) -> AsyncIterator[client.ApiClient]:
-    configuration = client.Configuration()
-    await config.load_kube_config(client_configuration=configuration)
+    configuration = await load_configuration()
     async with client.ApiClient(configuration) as api_client:
         yield api_client
 
@@ -78,7 +78,12 @@ class Stack:
 
 
 async def build_stack(
-    aws: AwsStack, kube: KubeApiServer, api: client.ApiClient, *, size: int, workloads: Workloads,
+    aws: AwsStack,
+    kube: KubeApiServer,
+    api: client.ApiClient,
+    *,
+    size: int,
+    workloads: Workloads,
     heartbeat_timeout: int = 300,
 ) -> Stack:
     n = next(_names)
@@ -89,13 +94,26 @@ async def build_stack(
     machines = [Machine(i.id, i.private_dns_name, i.az) for i in instances]
     await seed(api, machines, workloads)
     expected = size + workloads.web_replicas + workloads.api_replicas + workloads.job_parallelism
-    assert await wait_running(api, expected, timeout=30) >= expected
-    return Stack(aws, kube, api, queue, group, machines,
-                 {m.instance_id: m.private_dns_name for m in machines})
+    assert await wait_running(api, expected, within=30) >= expected
+    return Stack(
+        aws,
+        kube,
+        api,
+        queue,
+        group,
+        machines,
+        {m.instance_id: m.private_dns_name for m in machines},
+    )
 
 
-SMALL = Workloads(web_replicas=6, web_max_unavailable=1, api_replicas=8, job_parallelism=0,
-                  exit_seconds=0.3, grace_seconds=5)
+SMALL = Workloads(
+    web_replicas=6,
+    web_max_unavailable=1,
+    api_replicas=8,
+    job_parallelism=0,
+    exit_seconds=0.3,
+    grace_seconds=5,
+)
 
 
 @pytest.fixture
@@ -107,15 +125,17 @@ async def stack(aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient) -
 def service_for(stack: Stack) -> Callable[..., Any]:
     def make(**overrides: Any) -> Any:
         return running(stack.settings(**overrides))
+
     return make
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0,
-                     every: float = 0.1) -> None:
-    end = time.monotonic() + timeout
+async def eventually(
+    check: Callable[[], Awaitable[bool]], within: float = 20.0, every: float = 0.1
+) -> None:
+    end = time.monotonic() + within
     while not await check():
         if time.monotonic() > end:
-            raise AssertionError(f"condition not met within {timeout}s: {check.__name__}")
+            raise AssertionError(f"condition not met within {within}s: {check.__name__}")
         await asyncio.sleep(every)
 
 

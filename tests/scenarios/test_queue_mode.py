@@ -33,19 +33,24 @@ async def test_spot_warning_drains_the_node_within_its_deadline(stack: Stack, se
         async def node_is_empty() -> bool:
             return not evictable(await pods_on(stack.api, node))
 
-        await eventually(node_is_empty, timeout=30)
+        await eventually(node_is_empty, within=30)
         assert datetime.now(UTC) < deadline
 
         async def drain_closed() -> bool:
-            return metric(service, "lifecycled_drain_duration_seconds_count",
-                          kind=SPOT, outcome="drained") == 1
+            return (
+                metric(
+                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
+                )
+                == 1
+            )
 
         await eventually(drain_closed)
 
         node_obj = await client.CoreV1Api(stack.api).read_node(node)
         assert node_obj.spec.unschedulable is True
-        assert any(t.key == DRAINING_TAINT and t.effect == "NoSchedule"
-                   for t in node_obj.spec.taints)
+        assert any(
+            t.key == DRAINING_TAINT and t.effect == "NoSchedule" for t in node_obj.spec.taints
+        )
         record = json.loads(node_obj.metadata.annotations[RECORD_ANNOTATION])
         assert record["phase"] == "done" and record["outcome"] == "drained"
         # DaemonSet pods are left alone.
@@ -55,11 +60,15 @@ async def test_spot_warning_drains_the_node_within_its_deadline(stack: Stack, se
         assert metric(service, "lifecycled_notice_to_cordon_seconds_count") == 1
         assert metric(service, "lifecycled_forced_terminations_total", kind=SPOT) == 0
         # Other nodes are untouched.
-        other = await client.CoreV1Api(stack.api).read_node(stack.node_of[stack.machines[1].instance_id])
+        other = await client.CoreV1Api(stack.api).read_node(
+            stack.node_of[stack.machines[1].instance_id]
+        )
         assert not other.spec.unschedulable
 
 
-async def test_budget_refusals_are_retried_until_the_budget_allows(stack: Stack, service_for) -> None:
+async def test_budget_refusals_are_retried_until_the_budget_allows(
+    stack: Stack, service_for
+) -> None:
     # Drain two nodes at once: the web budget (maxUnavailable 1) refuses some evictions
     # until the replacements are Ready elsewhere.
     targets = stack.machines[:2]
@@ -68,10 +77,14 @@ async def test_budget_refusals_are_retried_until_the_budget_allows(stack: Stack,
             stack.aws.send_spot_interruption(machine.instance_id)
 
         async def both_drained() -> bool:
-            return metric(service, "lifecycled_drain_duration_seconds_count",
-                          kind=SPOT, outcome="drained") == 2
+            return (
+                metric(
+                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
+                )
+                == 2
+            )
 
-        await eventually(both_drained, timeout=40)
+        await eventually(both_drained, within=40)
         assert metric(service, "lifecycled_evictions_total", outcome="blocked_by_budget") > 0
         for machine in targets:
             assert not evictable(await pods_on(stack.api, stack.node_of[machine.instance_id]))
@@ -97,18 +110,25 @@ async def test_terminate_hook_is_completed_only_after_the_pods_are_gone(
                 return True
             return False
 
-        await eventually(node_is_empty, timeout=30, every=0.02)
+        await eventually(node_is_empty, within=30, every=0.02)
 
         async def instance_gone() -> bool:
             return stack.aws.lifecycle_state(machine.instance_id) is None
 
-        await eventually(instance_gone, timeout=20)
+        await eventually(instance_gone, within=20)
+
+        async def hook_counted() -> bool:
+            return metric(service, "lifecycled_lifecycle_actions_total", result="CONTINUE") == 1
+
+        await eventually(hook_counted)
         completes = [c for c in stack.aws.calls if c.action == "CompleteLifecycleAction"]
         assert len(completes) == 1
         assert completes[0].params["LifecycleActionResult"] == "CONTINUE"
         assert completes[0].time >= emptied_at[0] - 0.05
-        assert metric(service, "lifecycled_lifecycle_actions_total", result="CONTINUE") == 1
         assert metric(service, "lifecycled_notices_total", kind="lifecycle_terminate") == 1
+        assert (
+            metric(service, "lifecycled_forced_terminations_total", kind="lifecycle_terminate") == 0
+        )
 
 
 async def test_a_duplicate_notice_is_harmless(stack: Stack, service_for) -> None:
@@ -119,10 +139,14 @@ async def test_a_duplicate_notice_is_harmless(stack: Stack, service_for) -> None
         sqs.send_message(QueueUrl=stack.queue.url, MessageBody=json.dumps(event))
 
         async def drained() -> bool:
-            return metric(service, "lifecycled_drain_duration_seconds_count",
-                          kind=SPOT, outcome="drained") == 1
+            return (
+                metric(
+                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
+                )
+                == 1
+            )
 
-        await eventually(drained, timeout=30)
+        await eventually(drained, within=30)
 
         async def duplicate_seen() -> bool:
             return metric(service, "lifecycled_duplicate_notices_total", kind=SPOT) == 1
@@ -138,23 +162,30 @@ async def test_a_malformed_message_is_counted_and_the_consumer_goes_on(
     sqs = stack.aws.boto3_client("sqs")
     async with service_for() as service:
         sqs.send_message(QueueUrl=stack.queue.url, MessageBody="{not json")
-        sqs.send_message(QueueUrl=stack.queue.url,
-                         MessageBody=json.dumps({"source": "my.app", "detail-type": "x"}))
+        sqs.send_message(
+            QueueUrl=stack.queue.url,
+            MessageBody=json.dumps({"source": "my.app", "detail-type": "x"}),
+        )
         machine = stack.machines[3]
         stack.aws.send_spot_interruption(machine.instance_id)
 
         async def drained() -> bool:
-            return metric(service, "lifecycled_drain_duration_seconds_count",
-                          kind=SPOT, outcome="drained") == 1
+            return (
+                metric(
+                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
+                )
+                == 1
+            )
 
-        await eventually(drained, timeout=30)
+        await eventually(drained, within=30)
 
         async def moved_aside() -> bool:
-            reply = sqs.get_queue_attributes(QueueUrl=stack.queue.dlq_url,
-                                             AttributeNames=["ApproximateNumberOfMessages"])
+            reply = sqs.get_queue_attributes(
+                QueueUrl=stack.queue.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
             return int(reply["Attributes"]["ApproximateNumberOfMessages"]) == 2
 
-        await eventually(moved_aside, timeout=20)
+        await eventually(moved_aside, within=20)
         assert metric(service, "lifecycled_rejected_messages_total", reason="not_json") >= 1
         assert metric(service, "lifecycled_rejected_messages_total", reason="foreign_source") >= 1
         # Nothing but the named instance was touched.
@@ -178,8 +209,10 @@ async def test_a_notice_for_an_instance_outside_the_cluster_is_dropped(
         async def queue_empty() -> bool:
             reply = sqs.get_queue_attributes(
                 QueueUrl=stack.queue.url,
-                AttributeNames=["ApproximateNumberOfMessages",
-                                "ApproximateNumberOfMessagesNotVisible"],
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                ],
             )
             return sum(int(v) for v in reply["Attributes"].values()) == 0
 

@@ -66,7 +66,10 @@ def test_taint_on_a_node_without_taints() -> None:
         ({"metadata": {}, "status": {"phase": "Succeeded"}}, "finished"),
         ({"metadata": {}, "status": {"phase": "Failed"}}, "finished"),
         ({"metadata": {"ownerReferences": [{"kind": "ReplicaSet"}]}}, None),
-        ({"metadata": {"ownerReferences": [{"kind": "Job"}]}, "status": {"phase": "Running"}}, None),
+        (
+            {"metadata": {"ownerReferences": [{"kind": "Job"}]}, "status": {"phase": "Running"}},
+            None,
+        ),
     ],
 )
 def test_which_pods_a_drain_leaves_alone(pod: dict[str, object], why: str | None) -> None:

@@ -512,6 +512,14 @@ def _template_labels_match(obj: JSON) -> list[JSON]:
     return []
 
 
+DAEMONSET_COUNTERS = (
+    "currentNumberScheduled",
+    "desiredNumberScheduled",
+    "numberMisscheduled",
+    "numberReady",
+)
+
+
 def _prepare_workload(reg: Registry, obj: JSON) -> None:
     s = obj.setdefault("spec", {})
     if obj["kind"] != "DaemonSet":
@@ -530,7 +538,8 @@ def _prepare_workload(reg: Registry, obj: JSON) -> None:
     causes = _template_labels_match(obj)
     if causes:
         raise errors.invalid("apps", obj["kind"], str(meta(obj)["name"]), causes)
-    obj["status"] = {}
+    # The real server returns the required DaemonSet counters as 0 (clients validate them).
+    obj["status"] = dict.fromkeys(DAEMONSET_COUNTERS, 0) if obj["kind"] == "DaemonSet" else {}
 
 
 def _has_label(labels: JSON, key: str, expected: str) -> list[JSON]:
