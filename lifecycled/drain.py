@@ -48,10 +48,13 @@ class Drain:
         self.outcome: Outcome | None = None
         self.work_done = False  # from here on the machine may go: that is not a forced end
 
+    def remaining(self) -> float:
+        return (self.record.deadline - utcnow()).total_seconds()
+
     def cutoff(self) -> float:
         """Loop time after which no new eviction starts: the deadline minus the margin."""
-        left = (self.record.deadline - utcnow()).total_seconds()
-        return asyncio.get_running_loop().time() + left - self._settings.deadline_margin_seconds
+        left = self.remaining() - self._settings.deadline_margin_seconds
+        return asyncio.get_running_loop().time() + left
 
     async def run(self) -> Outcome:
         self._metrics.drains_in_progress.inc()
@@ -71,7 +74,7 @@ class Drain:
     async def _work(self) -> Outcome:
         if self.record.action is Action.CORDON:
             return Outcome.CORDONED
-        drained = await self._platform.evict_pods(self.target, self.cutoff)
+        drained = await self._platform.vacate(self.target, self)
         if drained:
             return Outcome.DRAINED
         self._metrics.deadlines_missed.labels(self.record.kind).inc()

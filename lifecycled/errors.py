@@ -29,3 +29,7 @@ class ConflictError(TemporaryError):
 
 class ConfigError(LifecycledError):
     """Settings are missing or contradict each other."""
+
+
+class AlreadyExistsError(PermanentError):
+    """Create refused: an object with that name exists (for idempotent creates, success)."""

@@ -10,8 +10,9 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -104,6 +105,37 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
+        self.jobs_requeued = Counter(
+            "lifecycled_jobs_requeued_total",
+            "Jobs re-created (or handed to the requeue queue) after an interruption, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.requeue_limit = Counter(
+            "lifecycled_requeue_limit_reached_total",
+            "Jobs not requeued because they reached the attempt limit.",
+            registry=r,
+        )
+        self.jobs_waited = Histogram(
+            "lifecycled_jobs_waited_seconds",
+            "How long a drain waited for a running job to finish.",
+            buckets=DRAIN_BUCKETS,
+            registry=r,
+        )
+        self.hold_exceeded = Counter(
+            "lifecycled_hook_hold_exceeded_total",
+            "Drains whose jobs were still running when the longest hold ran out.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "lifecycled_leader", "1 while this replica holds the leader lease.", registry=r
+        )
+        self.launch_hooks = Counter(
+            "lifecycled_launch_hooks_total",
+            "Launch lifecycle hooks handled, by result (CONTINUE when Ready, ABANDON on timeout).",
+            ["result"],
+            registry=r,
+        )
         self.messages = Counter(
             "lifecycled_sqs_messages_total",
             "SQS messages by what happened to them (received, deleted, released).",
@@ -124,6 +156,49 @@ class Metrics:
         finally:
             self.api_duration.labels(api, operation).observe(time.monotonic() - start)
             self.api_requests.labels(api, operation, outcome).inc()
+
+
+class EventRecorder:
+    """Kubernetes Events on nodes and jobs: best effort, never in the way of a drain."""
+
+    def __init__(self, create: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
+        self._create = create
+
+    async def emit(
+        self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False
+    ) -> None:
+        meta = obj.get("metadata", {})
+        namespace = str(meta.get("namespace") or "default")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": f"{meta.get('name', 'lifecycled')}.",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind", ""),
+                "name": meta.get("name", ""),
+                "namespace": meta.get("namespace", ""),
+                "uid": meta.get("uid", ""),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "lifecycled"},
+            "reportingComponent": "lifecycled",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._create(namespace, event)
+        except Exception as exc:
+            logging.getLogger(__name__).info(
+                "could not record a Kubernetes event", extra=fields(reason=reason, error=str(exc))
+            )
 
 
 class JsonFormatter(logging.Formatter):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lifecycled.errors import ConfigError
@@ -41,6 +41,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
+    # DaemonSet mode (source=imds). The metadata endpoint follows botocore's convention,
+    # AWS_EC2_METADATA_SERVICE_ENDPOINT; the node name comes from the downward API.
+    node_name: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LIFECYCLED_NODE_NAME", "NODE_NAME", "node_name"),
+    )
+    imds_poll_seconds: float = Field(default=2.0, gt=0, le=10)
+
     # Queue consumption.
     sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
     sqs_max_messages: int = Field(default=10, ge=1, le=10)
@@ -58,6 +66,27 @@ class Settings(BaseSettings):
     node_cache_seconds: float = Field(default=30.0, ge=0)
     dedupe_seconds: float = Field(default=3600.0, ge=0)
 
+    # Jobs.
+    job_idempotent_default: bool = False
+    job_stop_lead_seconds: float = Field(default=180.0, ge=0)
+    requeue_max_attempts: int = Field(default=3, ge=0)
+    requeue_queue_url: str | None = None
+    launch_ready_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # High availability (Deployment mode, 2+ replicas).
+    leader_election: bool = False
+    lease_name: str = "lifecycled"
+    lease_namespace: str = Field(
+        default="default",
+        validation_alias=AliasChoices("LIFECYCLED_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"),
+    )
+    lease_duration_seconds: float = Field(default=15.0, ge=2)
+    lease_renew_seconds: float = Field(default=10.0, ge=1.5)
+    lease_retry_seconds: float = Field(default=2.0, ge=1)
+    identity: str | None = Field(
+        default=None, validation_alias=AliasChoices("LIFECYCLED_IDENTITY", "POD_NAME", "identity")
+    )
+
     # External calls.
     api_timeout_seconds: float = Field(default=10.0, gt=0)
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (0.5, 1.0, 2.0, 5.0)
@@ -70,6 +99,10 @@ class Settings(BaseSettings):
     def _check_source(self) -> Settings:
         if self.source == "sqs" and not self.queue_url:
             raise ValueError("LIFECYCLED_QUEUE_URL is required when LIFECYCLED_SOURCE=sqs")
+        if self.source == "imds" and not self.node_name:
+            raise ValueError(
+                "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
+            )
         return self
 
     @property

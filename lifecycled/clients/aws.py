@@ -159,6 +159,19 @@ class AwsClients:
         )
         return "RedrivePolicy" in reply.get("Attributes", {})
 
+    async def send_message(
+        self, queue_url: str, body: str, *, deduplication_id: str, group_id: str
+    ) -> None:
+        params: dict[str, Any] = {"QueueUrl": queue_url, "MessageBody": body}
+        if queue_url.endswith(".fifo"):
+            params["MessageDeduplicationId"] = deduplication_id[:128]
+            params["MessageGroupId"] = group_id[:128]
+        else:  # standard queues cannot deduplicate: the id travels for the consumer to check
+            params["MessageAttributes"] = {
+                "DeduplicationId": {"DataType": "String", "StringValue": deduplication_id}
+            }
+        await self._call("sqs", "send_message", **params)
+
     # --- EC2 -------------------------------------------------------------------------------
 
     async def describe_instance(self, instance_id: str) -> InstanceInfo | None:

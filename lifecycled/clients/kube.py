@@ -7,7 +7,6 @@ Configuration follows the ecosystem: KUBECONFIG / ~/.kube/config, else the in-cl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import json
@@ -18,7 +17,13 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
-from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
+from lifecycled.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    TemporaryError,
+)
 from lifecycled.observe import Metrics
 
 JsonDict = dict[str, Any]
@@ -35,16 +40,18 @@ class EvictOutcome(enum.StrEnum):
 
 def _error(status: int, body: bytes, headers: Any) -> Exception:
     try:
-        message = str(json.loads(body).get("message", ""))[:300]
+        status_body = json.loads(body)
+        message = str(status_body.get("message", ""))[:300]
+        reason = str(status_body.get("reason", ""))
     except (ValueError, AttributeError):
-        message = body[:300].decode("utf-8", "replace")
+        message, reason = body[:300].decode("utf-8", "replace"), ""
     text = f"HTTP {status}: {message}"
     retry_after = headers.get("Retry-After") if headers is not None else None
     delay = float(retry_after) if retry_after and retry_after.isdigit() else None
     if status == 404:
         return NotFoundError(text)
     if status == 409:
-        return ConflictError(text)
+        return AlreadyExistsError(text) if reason == "AlreadyExists" else ConflictError(text)
     if status == 429:
         return TemporaryError(text, delay=delay)
     if status >= 500:
@@ -73,8 +80,9 @@ async def load_configuration() -> client.Configuration:
 
 class KubeClient:
     def __init__(self, api: client.ApiClient, metrics: Metrics, timeout: float) -> None:
+        self.api = api  # for the library's leader election, which takes the ApiClient
         self._core = client.CoreV1Api(api)
-        self._coordination = client.CoordinationV1Api(api)
+        self._batch = client.BatchV1Api(api)
         self._metrics = metrics
         self._timeout = timeout
 
@@ -152,20 +160,38 @@ class KubeClient:
             raise
         return EvictOutcome.EVICTED
 
+    async def get_pod(self, namespace: str, name: str) -> JsonDict:
+        return await self._request("read_pod", self._core.read_namespaced_pod, name, namespace)
+
+    async def patch_pod(self, namespace: str, name: str, patch: JsonDict) -> JsonDict:
+        return await self._request(
+            "patch_pod", self._core.patch_namespaced_pod, name, namespace, patch
+        )
+
+    async def create_pod(self, namespace: str, body: JsonDict) -> JsonDict:
+        return await self._request(
+            "create_pod", self._core.create_namespaced_pod, namespace, body
+        )
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        await self._request("delete_pod", self._core.delete_namespaced_pod, name, namespace)
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    async def get_job(self, namespace: str, name: str) -> JsonDict:
+        return await self._request("read_job", self._batch.read_namespaced_job, name, namespace)
+
+    async def patch_job(self, namespace: str, name: str, patch: JsonDict) -> JsonDict:
+        return await self._request(
+            "patch_job", self._batch.patch_namespaced_job, name, namespace, patch
+        )
+
+    async def create_job(self, namespace: str, body: JsonDict) -> JsonDict:
+        return await self._request(
+            "create_job", self._batch.create_namespaced_job, namespace, body
+        )
+
     # --- events ----------------------------------------------------------------------------
 
     async def create_event(self, namespace: str, event: JsonDict) -> None:
         await self._request("create_event", self._core.create_namespaced_event, namespace, event)
-
-
-async def gather_limited(limit: int, calls: list[Callable[[], Awaitable[None]]]) -> None:
-    """Run calls concurrently, at most `limit` at a time, inside one TaskGroup."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def one(call: Callable[[], Awaitable[None]]) -> None:
-        async with semaphore:
-            await call()
-
-    async with asyncio.TaskGroup() as tg:
-        for call in calls:
-            tg.create_task(one(call))

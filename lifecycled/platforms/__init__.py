@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from lifecycled.events.model import InstanceId
 from lifecycled.record import DrainRecord
+
+
+class DrainState(Protocol):
+    """What a platform may see of the drain it works for (the record can change under it:
+    a later notice may tighten the deadline or attach a hook)."""
+
+    @property
+    def record(self) -> DrainRecord: ...
+
+    def cutoff(self) -> float:
+        """Loop time after which no new eviction starts (the deadline minus the margin)."""
+        ...
+
+    def remaining(self) -> float:
+        """Seconds until the drain's deadline (negative once it passed)."""
+        ...
 
 
 class Platform(Protocol):
@@ -19,5 +34,5 @@ class Platform(Protocol):
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         """Every drain record found on the platform, for resuming after a restart."""
 
-    async def evict_pods(self, target: str, cutoff: Callable[[], float]) -> bool:
-        """Move the work off; True once it is gone, False if `cutoff()` (loop time) passed."""
+    async def vacate(self, target: str, drain: DrainState) -> bool:
+        """Move the work off; True once it is gone, False if the cutoff passed first."""

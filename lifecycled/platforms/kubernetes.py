@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.model import InstanceId
-from lifecycled.observe import Metrics, fields
+from lifecycled.jobs import Decision, decide
+from lifecycled.observe import EventRecorder, Metrics, fields
+from lifecycled.platforms import DrainState
+from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
 from lifecycled.retry import retry
 from lifecycled.settings import Settings
@@ -125,6 +127,15 @@ def with_taint(node: JsonDict, value: str) -> list[JsonDict]:
     return taints
 
 
+@dataclass
+class _Vacating:
+    """One vacate's bookkeeping."""
+
+    next_try: dict[str, float] = field(default_factory=dict)  # pod uid -> loop time
+    waiting: dict[str, float] = field(default_factory=dict)  # job pod uid -> waiting since
+    hold_reported: bool = False
+
+
 class KubernetesPlatform:
     def __init__(
         self, kube: KubeClient, aws: AwsClients, settings: Settings, metrics: Metrics
@@ -133,6 +144,8 @@ class KubernetesPlatform:
         self._settings = settings
         self._metrics = metrics
         self._index = NodeIndex(kube, aws, settings.node_cache_seconds)
+        self._events = EventRecorder(kube.create_event)
+        self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
@@ -167,30 +180,110 @@ class KubernetesPlatform:
                 log.warning("unreadable drain record", extra=fields(node=name, error=str(exc)))
         return found
 
-    async def evict_pods(self, node: str, cutoff: Callable[[], float]) -> bool:
-        """Evict every pod that must go, in parallel; True once they are all gone.
+    async def vacate(self, node: str, drain: DrainState) -> bool:
+        """Move every pod that must go off the node; True once they are all gone.
 
-        `cutoff()` is the loop time after which no new eviction is tried (the deadline minus
-        the safety margin); it may move earlier while we work (a tighter notice arrived).
+        Per pod, `jobs.decide`: services are evicted at once and in parallel; jobs are
+        waited for while the deadline is far, and evicted (idempotent) or requeued (not)
+        when it is near. The deadline may move earlier while we work (a tighter notice).
         """
         loop = asyncio.get_running_loop()
-        next_try: dict[str, float] = {}
+        state = _Vacating()
         while True:
-            pods = [PodRef.of(p) for p in await self._list_pods(node) if not is_skipped(p)]
+            pods = [p for p in await self._list_pods(node) if not is_skipped(p)]
+            self._observe_finished_jobs(state, pods)
             if not pods:
                 return True
             now = loop.time()
-            if now >= cutoff():
+            if now >= drain.cutoff():
+                names = [f"{p['metadata'].get('namespace')}/{p['metadata']['name']}" for p in pods]
                 log.warning(
                     "drain deadline reached with pods left",
-                    extra=fields(node=node, pods=[f"{p.namespace}/{p.name}" for p in pods][:20]),
+                    extra=fields(node=node, pods=names[:20]),
                 )
                 return False
-            due = [p for p in pods if not p.terminating and next_try.get(p.uid, 0.0) <= now]
-            async with asyncio.TaskGroup() as tg:
-                for pod in due:
-                    tg.create_task(self._evict_one(node, pod, next_try))
-            await asyncio.sleep(min(self._settings.drain_poll_seconds, max(0.0, cutoff() - now)))
+            plan = await self._plan(pods, drain, state, now)
+            await self._act(node, drain, plan, state)
+            pause = min(self._settings.drain_poll_seconds, max(0.0, drain.cutoff() - now))
+            await asyncio.sleep(pause)
+
+    async def _plan(
+        self, pods: list[JsonDict], drain: DrainState, state: _Vacating, now: float
+    ) -> list[tuple[JsonDict, Decision]]:
+        plan: list[tuple[JsonDict, Decision]] = []
+        for pod in pods:
+            ref = PodRef.of(pod)
+            if ref.terminating or state.next_try.get(ref.uid, 0.0) > now:
+                continue
+            workload = await self._jobs.workload(pod)
+            decision = decide(
+                workload,
+                remaining=drain.remaining(),
+                stop_lead=self._settings.job_stop_lead_seconds,
+            )
+            if decision is Decision.WAIT:
+                state.waiting.setdefault(ref.uid, now)
+                continue
+            plan.append((pod, decision))
+        return plan
+
+    async def _act(
+        self, node: str, drain: DrainState, plan: list[tuple[JsonDict, Decision]], state: _Vacating
+    ) -> None:
+        stopping_waited = [p for p, _ in plan if PodRef.of(p).uid in state.waiting]
+        if stopping_waited and not state.hold_reported:
+            state.hold_reported = True
+            await self._hold_exceeded(node, drain, len(stopping_waited))
+        async with asyncio.TaskGroup() as tg:
+            for pod, decision in plan:
+                if decision is Decision.REQUEUE:
+                    tg.create_task(self._requeue_one(node, pod, drain, state))
+                else:
+                    tg.create_task(self._evict_one(node, PodRef.of(pod), state.next_try))
+
+    async def _requeue_one(
+        self, node: str, pod: JsonDict, drain: DrainState, state: _Vacating
+    ) -> None:
+        ref = PodRef.of(pod)
+        try:
+            requeued = await self._jobs.requeue(pod, node, drain.record.kind)
+        except (TemporaryError, PermanentError) as exc:
+            log.error(
+                "requeue failed; will retry",
+                extra=fields(node=node, pod=f"{ref.namespace}/{ref.name}", error=str(exc)),
+            )
+            state.next_try[ref.uid] = asyncio.get_running_loop().time() + 1.0
+            return
+        if requeued:
+            state.next_try[ref.uid] = float("inf")  # its stop is under way; wait for it to go
+        else:
+            await self._evict_one(node, ref, state.next_try)
+
+    async def _hold_exceeded(self, node: str, drain: DrainState, jobs: int) -> None:
+        self._metrics.hold_exceeded.inc()
+        log.error(
+            "jobs still running as the drain's deadline nears; stopping them",
+            extra=fields(
+                node=node,
+                instance=drain.record.instance_id,
+                jobs=jobs,
+                deadline=drain.record.deadline.isoformat(),
+            ),
+        )
+        node_obj = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": node}}
+        await self._events.emit(
+            node_obj,
+            "HoldExceeded",
+            f"{jobs} job(s) still running near the drain deadline "
+            f"{drain.record.deadline.isoformat()}; requeueing or evicting",
+            warning=True,
+        )
+
+    def _observe_finished_jobs(self, state: _Vacating, pods: list[JsonDict]) -> None:
+        present = {PodRef.of(p).uid for p in pods}
+        now = asyncio.get_running_loop().time()
+        for uid in [u for u in state.waiting if u not in present]:
+            self._metrics.jobs_waited.observe(now - state.waiting.pop(uid))
 
     async def _list_pods(self, node: str) -> list[JsonDict]:
         return await retry(
