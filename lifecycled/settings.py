@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     lease_name: str = "lifecycled"
     lease_namespace: str = Field(
         default="default",
-        validation_alias=AliasChoices("LIFECYCLED_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"),
+        validation_alias=AliasChoices(
+            "LIFECYCLED_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"
+        ),
     )
     lease_duration_seconds: float = Field(default=15.0, ge=2)
     lease_renew_seconds: float = Field(default=10.0, ge=1.5)

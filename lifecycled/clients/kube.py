@@ -169,9 +169,7 @@ class KubeClient:
         )
 
     async def create_pod(self, namespace: str, body: JsonDict) -> JsonDict:
-        return await self._request(
-            "create_pod", self._core.create_namespaced_pod, namespace, body
-        )
+        return await self._request("create_pod", self._core.create_namespaced_pod, namespace, body)
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         await self._request("delete_pod", self._core.delete_namespaced_pod, name, namespace)
@@ -187,9 +185,7 @@ class KubeClient:
         )
 
     async def create_job(self, namespace: str, body: JsonDict) -> JsonDict:
-        return await self._request(
-            "create_job", self._batch.create_namespaced_job, namespace, body
-        )
+        return await self._request("create_job", self._batch.create_namespaced_job, namespace, body)
 
     # --- events ----------------------------------------------------------------------------
 
