@@ -142,6 +142,25 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        # ECS mode.
+        self.targets_deregistered = Counter(
+            "lifecycled_targets_deregistered_total",
+            "Load balancer targets of service tasks deregistered before their task is stopped.",
+            registry=r,
+        )
+        self.target_drain_wait = Histogram(
+            "lifecycled_target_drain_wait_seconds",
+            "From DeregisterTargets until the target left its group (or the wait was cut short).",
+            ["outcome"],
+            buckets=FAST_BUCKETS + (120, 300),
+            registry=r,
+        )
+        self.tasks_stopped = Counter(
+            "lifecycled_tasks_stopped_total",
+            "ECS tasks stopped by a drain, by reason (service, job, requeued, limit).",
+            ["reason"],
+            registry=r,
+        )
 
     @contextmanager
     def api_call(self, api: str, operation: str) -> Iterator[None]:

@@ -94,6 +94,16 @@ class Settings(BaseSettings):
     retry_delays: Annotated[tuple[float, ...], NoDecode] = (0.5, 1.0, 2.0, 5.0)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
+    # ECS mode.
+    # Clusters to search for the instance's container instance (comma-separated names or
+    # ARNs); empty: every cluster in the region (ListClusters).
+    ecs_clusters: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Services whose tasks stay until the end, as ECS's own DAEMON services do.
+    ecs_daemon_services: Annotated[frozenset[str], NoDecode] = frozenset()
+    ecs_rerun_idempotent: bool = False  # also re-run idempotent standalone tasks we stop
+    ecs_target_poll_seconds: float = Field(default=1.0, gt=0)  # DescribeTargetHealth interval
+    _ecs_csv = field_validator("ecs_clusters", "ecs_daemon_services", mode="before")(_split_csv)
+
     _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
     _floats = field_validator("retry_delays", mode="before")(_split_floats)
 
