@@ -136,6 +136,18 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.imds_polls = Counter(
+            "lifecycled_imds_polls_total",
+            "Instance metadata polls (DaemonSet mode), by outcome (ok, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.drains_cancelled = Counter(
+            "lifecycled_drains_cancelled_total",
+            "Drains ended because AWS cancelled their scheduled change (node uncordoned), by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.messages = Counter(
             "lifecycled_sqs_messages_total",
             "SQS messages by what happened to them (received, deleted, released).",

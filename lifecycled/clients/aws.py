@@ -35,6 +35,7 @@ TEMPORARY_CODES = frozenset(
         "SlowDown",
     }
 )
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +215,8 @@ class AwsClients:
             "record_lifecycle_action_heartbeat",
             AutoScalingGroupName=group,
             LifecycleHookName=hook,
-            LifecycleActionToken=token,
             InstanceId=instance_id,
+            **_token(token),
         )
 
     async def complete_lifecycle_action(
@@ -226,9 +227,20 @@ class AwsClients:
             "complete_lifecycle_action",
             AutoScalingGroupName=group,
             LifecycleHookName=hook,
-            LifecycleActionToken=token,
             InstanceId=instance_id,
             LifecycleActionResult=result,
+            **_token(token),
+        )
+
+    async def terminating_hooks(self, group: str) -> list[str]:
+        """Names of the group's lifecycle hooks on EC2_INSTANCE_TERMINATING."""
+        reply = await self._call(
+            "autoscaling", "describe_lifecycle_hooks", AutoScalingGroupName=group
+        )
+        return sorted(
+            str(found["LifecycleHookName"])
+            for found in reply.get("LifecycleHooks", [])
+            if found.get("LifecycleTransition") == TERMINATING_TRANSITION
         )
 
     # --- ECS -------------------------------------------------------------------------------
@@ -566,3 +578,8 @@ class LbTarget:
 
     def as_param(self) -> dict[str, Any]:
         return {"Id": self.id, "Port": self.port}
+
+
+def _token(token: str) -> dict[str, str]:
+    """An empty token (DaemonSet mode: IMDS has none) means "by instance id": leave it out."""
+    return {"LifecycleActionToken": token} if token else {}

@@ -68,11 +68,11 @@ class ImdsClient:
         cls,
         metrics: Metrics,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout_seconds: float = DEFAULT_TIMEOUT,
         endpoint: str | None = None,
         token_ttl: int = TOKEN_TTL_SECONDS,
     ) -> AsyncIterator[ImdsClient]:
-        limits = aiohttp.ClientTimeout(total=timeout, connect=timeout)
+        limits = aiohttp.ClientTimeout(total=timeout_seconds, connect=timeout_seconds)
         # IMDS must be reached directly: no HTTP(S)_PROXY from the environment.
         async with aiohttp.ClientSession(timeout=limits, trust_env=False) as session:
             yield cls(
