@@ -21,7 +21,7 @@ from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
 from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import Platform
-from lifecycled.record import DrainRecord, HookRef, Phase
+from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Disposition(enum.StrEnum):
     FORCED = "forced"
     RECORDED = "recorded"
     NOT_OURS = "not_ours"
+    CANCELLED = "cancelled"
 
 
 class Coordinator:
@@ -94,6 +95,8 @@ class Coordinator:
         if self._is_duplicate(notice, instance_id):
             self._metrics.duplicates.labels(notice.kind).inc()
             return Disposition.DUPLICATE
+        if notice.cancelled:
+            return await self._cancel(notice, instance_id)
         open_drain = self._drains.get(instance_id)
         if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in GONE_STATES:
             if open_drain is not None and not open_drain[0].work_done:
@@ -200,6 +203,49 @@ class Coordinator:
             if self._drains.get(instance_id, (None,))[0] is drain:
                 del self._drains[instance_id]
                 self._finished[instance_id] = time.monotonic()
+
+    # --- cancelled scheduled changes ------------------------------------------------------
+
+    async def _cancel(self, notice: Notice, instance_id: InstanceId) -> Disposition:
+        """AWS cancelled a scheduled change (or it is over): end its drain, give the node back."""
+        found = await self._scheduled_drain(notice, instance_id)
+        if found is None:
+            return self._recorded(notice, instance_id, "no drain of this change to undo")
+        target, record = found
+        entry = self._drains.pop(instance_id, None)
+        if entry is not None:
+            entry[1].cancel()
+            await asyncio.wait([entry[1]])
+            self._finished[instance_id] = time.monotonic()
+        await self._platform.uncordon(target, record.closed(Outcome.CANCELLED))
+        self._metrics.drains_cancelled.labels(record.kind).inc()
+        log.info(
+            "scheduled change cancelled; node uncordoned",
+            extra=fields(node=target, instance=instance_id, event_id=notice.event_id),
+        )
+        return Disposition.CANCELLED
+
+    async def _scheduled_drain(
+        self, notice: Notice, instance_id: InstanceId
+    ) -> tuple[str, DrainRecord] | None:
+        """The drain this cancellation undoes: open, or closed but still holding the node."""
+        entry = self._drains.get(instance_id)
+        if entry is not None:
+            found: tuple[str, DrainRecord] | None = (entry[0].target, entry[0].record)
+        else:
+            # A drain for a change days away is over long before AWS cancels the change; the
+            # record on the node says what we did.
+            records = await self._platform.open_records()
+            found = next(((t, r) for t, r in records if r.instance_id == instance_id), None)
+        if found is None:
+            return None
+        record = found[1]
+        # A different window, or a tighter notice (a Spot warning) merged in: not ours to undo.
+        same_window = notice.deadline is None or record.deadline == notice.deadline
+        undoable = record.outcome not in (Outcome.CANCELLED, Outcome.FORCED)
+        if record.kind is NoticeKind.SCHEDULED_CHANGE and same_window and undoable:
+            return found
+        return None
 
     async def _force_end(self, instance_id: InstanceId) -> None:
         drain, task = self._drains.pop(instance_id)

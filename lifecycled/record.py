@@ -30,6 +30,7 @@ class Outcome(enum.StrEnum):
     DEADLINE_MISSED = "deadline_missed"
     FORCED = "forced_termination"  # the machine went while the drain was open
     SUPERSEDED = "superseded"
+    CANCELLED = "cancelled"  # AWS cancelled the scheduled change: the node was given back
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,5 +34,8 @@ class Platform(Protocol):
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         """Every drain record found on the platform, for resuming after a restart."""
 
+    async def uncordon(self, target: str, record: DrainRecord) -> None:
+        """Give the target back (its change was cancelled): lift our cordon, write `record`."""
+
     async def vacate(self, target: str, drain: DrainState) -> bool:
         """Move the work off; True once it is gone, False if the cutoff passed first."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from lifecycled.settings import Settings
 log = logging.getLogger(__name__)
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+# Set when the node was already cordoned by someone else: uncordoning is then not ours to do.
+CORDONED_BEFORE_ANNOTATION = "lifecycled.io/cordoned-before"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 MIN_RELIST_SECONDS = 1.0
 
@@ -96,6 +99,8 @@ def is_skipped(pod: JsonDict) -> str | None:
         return "mirror"
     if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences", [])):
         return "daemonset"
+    if is_own_pod(meta):
+        return "self"
     if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
         return "finished"
     return None
@@ -117,6 +122,28 @@ class PodRef:
             uid=str(meta.get("uid", meta["name"])),
             terminating=bool(meta.get("deletionTimestamp")),
         )
+
+
+def is_own_pod(meta: JsonDict) -> bool:
+    """This handler's own pod (downward API POD_NAME / POD_NAMESPACE). In DaemonSet mode it
+    must be the last thing standing: it finishes the drain and serves metrics until the end."""
+    name = os.environ.get("POD_NAME")
+    if not name or meta.get("name") != name:
+        return False
+    namespace = os.environ.get("POD_NAMESPACE")
+    return namespace is None or meta.get("namespace", "default") == namespace
+
+
+def cordoned_by_others(node: JsonDict) -> bool:
+    spec = node.get("spec", {})
+    ours = any(t.get("key") == DRAINING_TAINT for t in spec.get("taints") or [])
+    return bool(spec.get("unschedulable")) and not ours
+
+
+def without_taint(node: JsonDict) -> list[JsonDict]:
+    """The node's taints less ours (the whole list again: taints have no merge strategy)."""
+    taints: list[JsonDict] = list(node.get("spec", {}).get("taints") or [])
+    return [t for t in taints if t.get("key") != DRAINING_TAINT]
 
 
 def with_taint(node: JsonDict, value: str) -> list[JsonDict]:
@@ -163,9 +190,34 @@ class KubernetesPlatform:
             }
             if cordon:
                 patch["spec"] = {"unschedulable": True, "taints": with_taint(current, record.kind)}
+                if cordoned_by_others(current):
+                    patch["metadata"]["annotations"][CORDONED_BEFORE_ANNOTATION] = "true"
             await self._kube.patch_node(node, patch)
 
         await retry(attempt, delays=self._settings.retry_delays, what=f"record drain on {node}")
+
+    async def uncordon(self, node: str, record: DrainRecord) -> None:
+        """Our taint off, the cordon lifted unless it was there before us, `record` written: one
+        patch guarded by the node's resourceVersion; other taints are kept."""
+
+        async def attempt() -> None:
+            current = await self._kube.get_node(node)
+            metadata = current["metadata"]
+            patch: JsonDict = {
+                "metadata": {
+                    "resourceVersion": metadata.get("resourceVersion"),
+                    "annotations": {
+                        RECORD_ANNOTATION: record.to_json(),
+                        CORDONED_BEFORE_ANNOTATION: None,
+                    },
+                },
+                "spec": {"taints": without_taint(current)},
+            }
+            if CORDONED_BEFORE_ANNOTATION not in (metadata.get("annotations") or {}):
+                patch["spec"]["unschedulable"] = None
+            await self._kube.patch_node(node, patch)
+
+        await retry(attempt, delays=self._settings.retry_delays, what=f"uncordon {node}")
 
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         found: list[tuple[str, DrainRecord]] = []
