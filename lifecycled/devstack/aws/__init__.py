@@ -4,6 +4,7 @@ See README.md in this folder for what is emulated and how it differs from AWS.
 """
 
 from .calls import RecordedCall
+from .ecs_stack import EcsCluster
 from .rules import EVENT_RULES, EventRule
 from .stack import AwsStack, Instance, Queue
 from .waiting import wait_for, wait_until
@@ -11,6 +12,7 @@ from .waiting import wait_for, wait_until
 __all__ = [
     "EVENT_RULES",
     "AwsStack",
+    "EcsCluster",
     "EventRule",
     "Instance",
     "Queue",

@@ -16,7 +16,7 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.ec2.models.instances import Instance
 from moto.events.utils import EventTemplateParser
 
-from . import emit
+from . import ecs, emit
 from .asg import LOCK, HookedBackend, HookedGroup, HookedLifecycleHook
 from .payloads import state_change
 
@@ -38,6 +38,7 @@ def install() -> None:
         _install_backend()
         _install_responses()
         _install_ec2_state_events()
+        _install_ecs()
         EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = EVENT_TEMPLATE
         _installed = True
 
@@ -164,3 +165,14 @@ def _emitting(method: Callable[[Instance], Any], states: tuple[str, str]) -> Cal
 def _install_ec2_state_events() -> None:
     setattr(Instance, "terminate", _emitting(Instance.terminate, ("shutting-down", "terminated")))  # noqa: B010
     setattr(Instance, "stop", _emitting(Instance.stop, ("stopping", "stopped")))  # noqa: B010
+
+
+def _install_ecs() -> None:
+    """ECS/ELBv2 additions (ecs.py); their requests share the lock with the ticker."""
+    from moto.ecs.responses import EC2ContainerServiceResponse
+    from moto.elbv2.responses import ELBV2Response
+
+    ecs.install_ecs()
+    ecs.install_elbv2()
+    for cls in (EC2ContainerServiceResponse, ELBV2Response):
+        setattr(cls, "call_action", _locked(cls.call_action))  # noqa: B010

@@ -17,9 +17,10 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config
 
-from . import payloads
-from .asg import expire_all, hooked_backends
+from . import ecs, payloads
+from .asg import LOCK, expire_all, hooked_backends
 from .calls import DEVSTACK_AGENT, CallLog
+from .ecs_stack import EcsHelpers
 from .patches import install
 from .payloads import LAUNCHING, TERMINATING, EventSpec
 from .rules import EVENT_RULES
@@ -49,7 +50,7 @@ class Instance:
     az: str
 
 
-class AwsStack:
+class AwsStack(EcsHelpers):
     def __init__(
         self, *, region: str = "us-east-1", account: str = "123456789012", port: int = 0
     ) -> None:
@@ -119,6 +120,11 @@ class AwsStack:
                 expire_all(time.monotonic())
             except Exception:  # keep ticking; a broken pass must not end all timeouts
                 log.exception("lifecycle hook timeout pass failed")
+            try:
+                with LOCK:
+                    ecs.tick_all(time.monotonic())
+            except Exception:
+                log.exception("ECS scheduler pass failed")
 
     # --- clients ----------------------------------------------------------------------
 

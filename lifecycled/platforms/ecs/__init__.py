@@ -1,0 +1,191 @@
+"""ECS: find the container instance behind an instance, record intent, set DRAINING, move the
+tasks off (service tasks out of their load balancers first; standalone tasks are jobs).
+
+Platform code never parses events; it is told which instance, until when, and acts.
+The drain record lives in the container instance's attributes (see codec.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from lifecycled.clients.aws import AwsClients, EcsTask
+from lifecycled.errors import PermanentError, TemporaryError
+from lifecycled.events.model import InstanceId
+from lifecycled.jobs import Decision, Workload, decide
+from lifecycled.observe import Metrics, fields
+from lifecycled.platforms import DrainState
+from lifecycled.platforms.ecs.codec import (
+    PHASE_ATTRIBUTE,
+    record_attributes,
+    record_from_attributes,
+)
+from lifecycled.platforms.ecs.index import ContainerInstanceIndex, split_target, target_of
+from lifecycled.platforms.ecs.services import ServiceTasks
+from lifecycled.platforms.ecs.tasks import StandaloneTasks, task_id
+from lifecycled.record import DrainRecord, Phase
+from lifecycled.retry import retry
+from lifecycled.settings import Settings
+
+__all__ = ["EcsPlatform", "split_target", "target_of"]
+
+log = logging.getLogger(__name__)
+
+DRAINING = "DRAINING"
+STOPPED = "STOPPED"
+
+
+class EcsPlatform:
+    def __init__(self, aws: AwsClients, settings: Settings, metrics: Metrics) -> None:
+        self._aws = aws
+        self._settings = settings
+        self._metrics = metrics
+        self._index = ContainerInstanceIndex(
+            aws, settings.ecs_clusters, settings.node_cache_seconds
+        )
+        self._services = ServiceTasks(aws, settings, metrics)
+        self._jobs = StandaloneTasks(aws, settings, metrics, self._services)
+
+    async def resolve(self, instance_id: InstanceId) -> str | None:
+        found = await self._index.find(instance_id)
+        return target_of(found.cluster, found.arn) if found else None
+
+    async def write_record(self, target: str, record: DrainRecord, *, cordon: bool) -> None:
+        """Record first, then DRAINING: ECS stops placing tasks there and starts replacing
+        service tasks (AWS's own drain); standalone tasks are left to us."""
+        cluster, arn = split_target(target)
+        values = record_attributes(record)
+        await retry(
+            lambda: self._aws.put_attributes(cluster, arn, values),
+            delays=self._settings.retry_delays,
+            what=f"record drain on {arn}",
+        )
+        if cordon:
+            await retry(
+                lambda: self._aws.set_container_instance_state(cluster, arn, DRAINING),
+                delays=self._settings.retry_delays,
+                what=f"set {arn} DRAINING",
+            )
+
+    async def open_records(self) -> list[tuple[str, DrainRecord]]:
+        found: list[tuple[str, DrainRecord]] = []
+        for cluster in await self._index.clusters():
+            arns = await self._aws.list_attribute_targets(cluster, PHASE_ATTRIBUTE, Phase.OPEN)
+            if not arns:
+                continue
+            for info in await self._aws.describe_container_instances(cluster, arns):
+                try:
+                    record = record_from_attributes(info.attributes)
+                except (ValueError, KeyError, IndexError) as exc:
+                    log.warning(
+                        "unreadable drain record", extra=fields(node=info.arn, error=str(exc))
+                    )
+                    continue
+                if record is not None:
+                    found.append((target_of(cluster, info.arn), record))
+        return found
+
+    async def vacate(self, target: str, drain: DrainState) -> bool:
+        """Move every task but daemon-service tasks off; True once none is left in any state
+        but STOPPED (lastStatus, so STOPPING and DEACTIVATING tasks still count)."""
+        cluster, arn = split_target(target)
+        loop = asyncio.get_running_loop()
+        working: dict[str, asyncio.Task[None]] = {}
+        stopped: set[str] = set()
+        async with asyncio.TaskGroup() as tg:
+            try:
+                while True:
+                    left = await self._tasks_left(cluster, arn, stopped)
+                    if not left:
+                        return True
+                    if loop.time() >= drain.cutoff():
+                        log.warning(
+                            "drain deadline reached with tasks left",
+                            extra=fields(
+                                node=arn,
+                                instance=drain.record.instance_id,
+                                tasks=[f"{t.group}/{task_id(t.arn)}" for t in left][:20],
+                            ),
+                        )
+                        return False
+                    for task in left:
+                        busy = working.get(task.arn)
+                        if busy is not None and not busy.done():
+                            continue
+                        step = await self._step(cluster, task, drain)
+                        if step is not None:
+                            working[task.arn] = tg.create_task(
+                                self._guarded(step, task), name=f"vacate-{task_id(task.arn)}"
+                            )
+                    pause = min(self._settings.drain_poll_seconds, drain.cutoff() - loop.time())
+                    await asyncio.sleep(max(0.0, pause))
+            finally:
+                for pending in working.values():
+                    pending.cancel()
+
+    async def _tasks_left(self, cluster: str, arn: str, stopped: set[str]) -> list[EcsTask]:
+        """Tasks on the instance, by lastStatus, daemon-service tasks left out.
+
+        ListTasks filters on desiredStatus (RUNNING by default): a task being stopped has
+        desiredStatus STOPPED while it is still RUNNING/DEACTIVATING/STOPPING, so both lists
+        are read. Tasks seen STOPPED once are not described again.
+        """
+
+        async def listing() -> list[EcsTask]:
+            arns: list[str] = []
+            for status in ("RUNNING", STOPPED):
+                arns += await self._aws.list_task_arns(
+                    cluster, container_instance=arn, desired_status=status
+                )
+            fresh = [a for a in dict.fromkeys(arns) if a not in stopped]
+            return await self._aws.describe_tasks(cluster, fresh) if fresh else []
+
+        tasks = await retry(
+            listing, delays=self._settings.retry_delays, what=f"list tasks on {arn}"
+        )
+        left = []
+        for task in tasks:
+            if task.last_status == STOPPED:
+                stopped.add(task.arn)
+            elif not await self._services.is_daemon(cluster, task):
+                left.append(task)
+        return left
+
+    async def _step(
+        self, cluster: str, task: EcsTask, drain: DrainState
+    ) -> Coroutine[Any, Any, None] | None:
+        """What to do about one task now, or None (wait: ECS or the task itself acts)."""
+        if task.desired_status == STOPPED:
+            return None  # being stopped already; wait for STOPPED
+        remaining = drain.remaining()
+        stop_lead = self._settings.job_stop_lead_seconds
+        reason = str(drain.record.kind)
+        instance = drain.record.instance_id
+        if task.service is not None:
+            # A long deadline lets ECS replace service tasks itself (DRAINING); a short one
+            # cannot wait for that, so we deregister and stop them ourselves.
+            if remaining > stop_lead:
+                return None
+            return self._services.retire(cluster, task, drain)
+        idempotent = await self._jobs.idempotent(task)
+        decision = decide(
+            Workload(is_job=True, idempotent=idempotent), remaining=remaining, stop_lead=stop_lead
+        )
+        if decision is Decision.WAIT:
+            return None
+        if decision is Decision.REQUEUE or self._settings.ecs_rerun_idempotent:
+            return self._jobs.requeue(cluster, task, instance, reason)
+        return self._jobs.stop(cluster, task, reason, "job")
+
+    async def _guarded(self, step: Coroutine[Any, Any, None], task: EcsTask) -> None:
+        """One task's work; a failure is logged and the next pass tries again."""
+        try:
+            await step
+        except (TemporaryError, PermanentError) as exc:
+            log.warning(
+                "task step failed; will retry",
+                extra=fields(task=task_id(task.arn), group=task.group, error=str(exc)),
+            )
