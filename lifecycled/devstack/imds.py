@@ -5,8 +5,8 @@
   otherwise: IMDSv1 is refused).
 - Fixed paths: instance-id, placement, the identity document, instance tags (when enabled).
 - Scripted paths, changed at any time (or `after` a delay) through the Python API: Spot
-  instance-action, rebalance recommendation, scheduled maintenance events, Auto Scaling
-  target lifecycle state.
+  instance-action, rebalance recommendation, scheduled maintenance events (and their
+  history once cancelled or completed), Auto Scaling target lifecycle state.
 - Faults: 5xx replies, slow replies (client timeouts), expiring every token at once.
 
 The scripting API is thread-safe and independent of the event loop, so a test (same loop) or
@@ -36,6 +36,7 @@ MAX_TTL = 21600
 SPOT = "meta-data/spot/instance-action"
 REBALANCE = "meta-data/events/recommendations/rebalance"
 SCHEDULED = "meta-data/events/maintenance/scheduled"
+HISTORY = "meta-data/events/maintenance/history"
 TARGET_STATE = "meta-data/autoscaling/target-lifecycle-state"
 
 
@@ -88,10 +89,11 @@ class ImdsEmulator:
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens: dict[str, float] = {}  # token -> expiry (clock time)
-        self._paths: dict[str, str] = {SCHEDULED: "[]"}
+        self._paths: dict[str, str] = {SCHEDULED: "[]", HISTORY: "[]"}
         self._pending: list[tuple[float, str, str | None]] = []  # (due, path, body)
         self._faults: list[Fault] = []
         self._scheduled: dict[str, dict[str, str]] = {}
+        self._history: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
 
     # --- lifetime ----------------------------------------------------------------------
@@ -174,7 +176,7 @@ class ImdsEmulator:
         }
         with self._lock:
             self._scheduled[event_id] = event
-            self._set(SCHEDULED, self._events_body())
+            self._publish_events()
         return event_id
 
     def set_scheduled_state(self, event_id: str, state: str) -> None:
@@ -184,12 +186,12 @@ class ImdsEmulator:
             event["State"] = state
             if state != "active" and not event["Description"].startswith("["):
                 event["Description"] = f"[{state.capitalize()}] {event['Description']}"
-            self._set(SCHEDULED, self._events_body())
+            self._publish_events()
 
     def remove_scheduled_event(self, event_id: str) -> None:
         with self._lock:
             self._scheduled.pop(event_id, None)
-            self._set(SCHEDULED, self._events_body())
+            self._publish_events()
 
     # --- faults --------------------------------------------------------------------------
 
@@ -316,8 +318,13 @@ class ImdsEmulator:
             return "\n".join(sorted(self._tags))
         return self._tags.get(key)
 
-    def _events_body(self) -> str:
-        return json.dumps(list(self._scheduled.values()), indent=2)
+    def _publish_events(self) -> None:
+        # Ended events stay in `scheduled` with their state (as scripted); `history` lists
+        # them too, as IMDS does once an event is cancelled or completed.
+        self._set(SCHEDULED, json.dumps(list(self._scheduled.values()), indent=2))
+        ended = [e for e in self._scheduled.values() if e["State"] != "active"]
+        self._history += [e for e in ended if e not in self._history]
+        self._set(HISTORY, json.dumps(self._history, indent=2))
 
 
 @contextlib.contextmanager

@@ -1,8 +1,8 @@
 """DaemonSet mode: poll this machine's instance metadata (IMDSv2) and hand what appears there
 to the coordinator as the same `Notice`s the queue produces.
 
-- Every `imds_poll_seconds` (jittered, never longer) the four paths below are read, each on
-  its own: one failing path does not hide the others.
+- Every `imds_poll_seconds` (jittered, never longer) the event paths below are read, each
+  on its own: one failing path does not hide the others.
 - A notice's event id comes from its content, so reading the same action again is a
   duplicate to the coordinator; a notice is handed over again on the next poll until
   `handle` accepted it (the queue's "delete only on success").
@@ -48,6 +48,7 @@ Handler = Callable[[Notice], Awaitable[object]]
 SPOT_PATH = "meta-data/spot/instance-action"
 REBALANCE_PATH = "meta-data/events/recommendations/rebalance"
 SCHEDULED_PATH = "meta-data/events/maintenance/scheduled"
+HISTORY_PATH = "meta-data/events/maintenance/history"  # cancelled and completed events
 TARGET_STATE_PATH = "meta-data/autoscaling/target-lifecycle-state"
 INSTANCE_ID_PATH = "meta-data/instance-id"
 IDENTITY_PATH = "dynamic/instance-identity/document"
@@ -271,7 +272,7 @@ class HookFinder:
 
 
 class Poller:
-    """One read of the four paths -> the notices they hold now (plus ended scheduled events)."""
+    """One read of the event paths -> the notices they hold now (plus ended scheduled events)."""
 
     def __init__(
         self,
@@ -296,6 +297,7 @@ class Poller:
             (SPOT_PATH, self._spot),
             (TARGET_STATE_PATH, self._target_state),
             (SCHEDULED_PATH, self._scheduled),
+            (HISTORY_PATH, self._history),
             (REBALANCE_PATH, self._rebalance),
         ]
         notices: list[Notice] = []
@@ -342,6 +344,11 @@ class Poller:
     async def _scheduled(self, text: str | None) -> list[Notice]:
         listed = scheduled_notices(text or "", self._me, self._seen)
         return listed + self._vanished(listed)
+
+    async def _history(self, text: str | None) -> list[Notice]:
+        # After a restart (a reboot event) only the history says the change is over.
+        ended = scheduled_notices(text or "", self._me, self._seen)
+        return [n for n in ended if n.cancelled]
 
     def _vanished(self, listed: list[Notice]) -> list[Notice]:
         """Events that left the list: cancelled before their window, or over after it."""

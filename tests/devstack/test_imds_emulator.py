@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from lifecycled.devstack.imds import (
+    HISTORY,
     REBALANCE,
     SCHEDULED,
     SPOT,
@@ -165,10 +166,12 @@ async def test_scheduled_events_in_imds_format(
     assert events[0]["State"] == "active" and events[0]["Code"] == "instance-retirement"
     assert events[0]["NotBefore"].endswith(" GMT")  # e.g. "21 Jan 2019 09:00:43 GMT"
 
+    assert await get(http, imds, HISTORY, tok) == (200, "[]")
     imds.set_scheduled_state(event_id, "canceled")
     events = json.loads((await get(http, imds, SCHEDULED, tok))[1])
     assert events[0]["State"] == "canceled"
     assert events[0]["Description"].startswith("[Canceled]")
+    assert json.loads((await get(http, imds, HISTORY, tok))[1]) == events
     imds.remove_scheduled_event(event_id)
     assert json.loads((await get(http, imds, SCHEDULED, tok))[1]) == []
 

@@ -210,6 +210,18 @@ async def test_a_scheduled_event_then_its_cancellation(imds: ImdsEmulator) -> No
     assert {n.kind for n in handle.notices} == {NoticeKind.SCHEDULED_CHANGE}
 
 
+async def test_after_a_restart_the_history_says_the_change_is_over(imds: ImdsEmulator) -> None:
+    event_id = imds.add_scheduled_event("system-reboot")
+    imds.set_scheduled_state(event_id, "completed")
+    imds.remove_scheduled_event(event_id)  # only the history still lists it
+    handle = Recorder()
+    async with polling(ImdsSource(settings(), Metrics(), handle)):
+        await handle.wait_for(lambda ns: len(ns) == 1)
+    [notice] = handle.notices
+    assert notice.kind is NoticeKind.SCHEDULED_CHANGE
+    assert notice.cancelled and notice.state == "completed"
+
+
 async def test_faults_are_survived_and_counted(imds: ImdsEmulator) -> None:
     handle, metrics = Recorder(), Metrics()
     async with polling(ImdsSource(settings(), metrics, handle)) as ready:
