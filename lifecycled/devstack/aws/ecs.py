@@ -268,11 +268,11 @@ def deregister_task_targets(backend: EC2ContainerServiceBackend, task: Task) -> 
         group = _elbv2(backend).target_groups.get(arn)
         if group is None:
             continue
+        # Only targets ECS deregisters itself hold the task in DEACTIVATING; a target
+        # someone already took out (lifecycled) does not (a simplification, see README).
         if f"{target_id}:{port}" in group.targets:
             _deregister(group, [{"Id": target_id, "Port": port}])
-        until = _draining(group).get((target_id, port))
-        if until is not None:
-            ends.append(until)
+            ends.append(_draining(group)[(target_id, port)])
     return max(ends) if ends else None
 
 
