@@ -4,6 +4,7 @@ No Kubernetes here: notices arrive through EventBridge -> SQS, the platform is E
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from lifecycled.devstack.aws import AwsStack, RecordedCall
 from lifecycled.jobs import REQUEUE_ANNOTATION
 from lifecycled.platforms.ecs.codec import requeue_from_tag
 from lifecycled.settings import Settings
+from tests.platforms.test_iam_ecs import policy_actions
 from tests.scenarios.conftest import eventually, metric
 
 SPOT = "spot_interruption"
@@ -77,6 +79,17 @@ def ecs_stack(aws_env: AwsStack) -> EcsStack:
     return EcsStack(aws, queue, group, cluster, instances, target_group)
 
 
+def assert_calls_allowed(aws: AwsStack, since: float) -> None:
+    """Every call the service made is granted by docs/iam-ecs.json."""
+    granted = policy_actions()
+    made = {
+        f"{c.service}:{c.action}"
+        for c in aws.calls.snapshot()
+        if c.time >= since and not c.from_devstack
+    }
+    assert made and made - granted == set()
+
+
 def web_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [t for t in tasks if t["group"] == "service:web"]
 
@@ -100,6 +113,7 @@ async def test_spot_warning_deregisters_targets_before_each_stop(ecs_stack: EcsS
     on_it = web_tasks(s.tasks_on(victim))
     assert len(on_it) == 2
     targets = {t["taskArn"]: (victim, host_port(t)) for t in on_it}
+    since = time.monotonic()
     async with running(s.settings()) as service:
         s.aws.send_spot_interruption(victim)
         await eventually(drained(service, SPOT), within=20)
@@ -108,7 +122,10 @@ async def test_spot_warning_deregisters_targets_before_each_stop(ecs_stack: EcsS
     for call in s.calls("DeregisterTargets"):
         i = 1
         while f"Targets.member.{i}.Id" in call.params:
-            key = (call.params[f"Targets.member.{i}.Id"], int(call.params[f"Targets.member.{i}.Port"]))
+            key = (
+                call.params[f"Targets.member.{i}.Id"],
+                int(call.params[f"Targets.member.{i}.Port"]),
+            )
             deregistered.setdefault(key, call.time)
             i += 1
     assert set(targets.values()) <= set(deregistered)  # every target of its service tasks
@@ -125,6 +142,7 @@ async def test_spot_warning_deregisters_targets_before_each_stop(ecs_stack: EcsS
     left = [t for t in s.tasks_on(victim) if t["lastStatus"] != "STOPPED"]
     assert [t["group"] for t in left] in ([], ["service:agent"])  # the daemon may stay
     assert metric(service, "lifecycled_targets_deregistered_total") == 2
+    assert_calls_allowed(s.aws, since)
 
 
 async def test_standalone_non_idempotent_task_is_requeued_once(ecs_stack: EcsStack) -> None:
@@ -169,6 +187,7 @@ async def test_terminate_hook_completes_after_the_last_non_daemon_task(
     victim = s.instances[2]
     job = s.aws.register_task_definition(f"{s.cluster}-etl", container_port=None)
     etl = s.aws.run_standalone_task(s.cluster, job, instance_id=victim)
+    since = time.monotonic()
     async with running(s.settings()):
         s.aws.scale_in(s.group, victim)
 
@@ -190,6 +209,7 @@ async def test_terminate_hook_completes_after_the_last_non_daemon_task(
     assert len(completes) == 1 and completes[0].params["LifecycleActionResult"] == "CONTINUE"
     assert completes[0].time >= finished + 0.3  # after the job's STOPPING, once STOPPED
     assert s.calls("StopTask") == []  # lifecycled stopped nothing: ECS moved the services
+    assert_calls_allowed(s.aws, since)
 
 
 async def test_restart_mid_drain_resumes_it(ecs_stack: EcsStack) -> None:

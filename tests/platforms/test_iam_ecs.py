@@ -1,0 +1,86 @@
+"""docs/iam-ecs.json grants exactly the AWS operations lifecycled calls in ECS mode.
+
+Every AWS call goes through `AwsClients._call(service, operation)` in clients/aws.py; the
+AwsClients methods used by the modules that run in ECS mode (the SQS source, the coordinator,
+drains, lifecycle hooks, the ECS platform) give the operations; botocore names their actions.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import botocore.session
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "lifecycled"
+# Kubernetes-only modules (and the test stack) do not run in ECS mode.
+NOT_IN_ECS_MODE = (
+    "devstack/",
+    "platforms/kubernetes.py",
+    "platforms/kube_jobs.py",
+    "sources/imds.py",
+    "clients/",
+)
+IAM_PREFIX = {"elbv2": "elasticloadbalancing"}
+# Not an API call, but RunTask needs it for task definitions with task/execution roles.
+IMPLIED = {"iam:PassRole"}
+
+
+def operations_by_method() -> dict[str, set[tuple[str, str]]]:
+    """AwsClients method -> the (service, operation) pairs it passes to `_call`."""
+    tree = ast.parse((PACKAGE / "clients" / "aws.py").read_text())
+    clients = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AwsClients")
+    found: dict[str, set[tuple[str, str]]] = {}
+    for method in clients.body:
+        if not isinstance(method, ast.AsyncFunctionDef | ast.FunctionDef):
+            continue
+        for node in ast.walk(method):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "_call"
+            ):
+                service, operation = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
+                found.setdefault(method.name, set()).add((service, operation))
+    return found
+
+
+def used_in_ecs_mode(methods: set[str]) -> set[str]:
+    used: set[str] = set()
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if any(relative.startswith(p) or relative == p for p in NOT_IN_ECS_MODE):
+            continue
+        text = path.read_text()
+        used |= {m for m in methods if re.search(rf"aws\.{m}\(", text)}
+    return used
+
+
+def iam_action(service: str, operation: str) -> str:
+    model = botocore.session.get_session().get_service_model(service)
+    api = {botocore.xform_name(name): name for name in model.operation_names}[operation]
+    return f"{IAM_PREFIX.get(service, service)}:{api}"
+
+
+def policy_actions() -> set[str]:
+    policy = json.loads((ROOT / "docs" / "iam-ecs.json").read_text())
+    actions: set[str] = set()
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Allow"
+        listed = statement["Action"]
+        actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
+def test_the_policy_grants_exactly_what_ecs_mode_calls() -> None:
+    by_method = operations_by_method()
+    used = used_in_ecs_mode(set(by_method))
+    assert {"receive", "stop_task", "deregister_targets", "complete_lifecycle_action"} <= used
+    needed = {iam_action(s, o) for m in used for s, o in by_method[m]}
+    granted = policy_actions()
+    assert not any("*" in a for a in granted), "no wildcard actions"
+    assert needed - granted == set(), "called but not granted"
+    assert granted - needed - IMPLIED == set(), "granted but never called"
