@@ -178,7 +178,7 @@ class EcsPlatform:
             return None
         if decision is Decision.REQUEUE or self._settings.ecs_rerun_idempotent:
             return self._jobs.requeue(cluster, task, instance, reason)
-        return self._jobs.stop(cluster, task, reason, "job")
+        return self._jobs.stop(cluster, task, instance, reason, "job")
 
     async def _guarded(self, step: Coroutine[Any, Any, None], task: EcsTask) -> None:
         """One task's work; a failure is logged and the next pass tries again."""

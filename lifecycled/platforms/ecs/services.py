@@ -101,7 +101,7 @@ class ServiceTasks:
         instance = drain.record.instance_id
         groups = targets_of(task, service, instance) if service else {}
         if groups:
-            await self._deregister(groups)
+            await self._deregister(groups, instance)
             stop_timeout = (await self.definition(task.task_definition_arn)).stop_timeout
             await self._wait_gone(groups, drain, stop_timeout)
         await self._aws.stop_task(cluster, task.arn, f"lifecycled: {drain.record.kind}")
@@ -116,7 +116,7 @@ class ServiceTasks:
             ),
         )
 
-    async def _deregister(self, groups: dict[str, list[LbTarget]]) -> None:
+    async def _deregister(self, groups: dict[str, list[LbTarget]], instance: str) -> None:
         for group, targets in groups.items():
             try:
                 await self._aws.deregister_targets(group, targets)
@@ -128,6 +128,7 @@ class ServiceTasks:
             log.info(
                 "targets deregistered",
                 extra=fields(
+                    instance=instance,
                     target_group=group.rsplit("/", 2)[-2] if "/" in group else group,
                     targets=[f"{t.id}:{t.port}" for t in targets],
                 ),

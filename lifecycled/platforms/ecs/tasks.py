@@ -94,10 +94,15 @@ class StandaloneTasks:
         definition = await self._services.definition(task.task_definition_arn)
         return parse_flag(definition.tags.get(IDEMPOTENT_ANNOTATION), default)
 
-    async def stop(self, cluster: str, task: EcsTask, reason: str, why: str) -> None:
+    async def stop(
+        self, cluster: str, task: EcsTask, instance_id: str, reason: str, why: str
+    ) -> None:
         await self._aws.stop_task(cluster, task.arn, f"lifecycled: {reason}")
         self._metrics.tasks_stopped.labels(why).inc()
-        log.info("task stopped", extra=fields(task=task_id(task.arn), group=task.group, why=why))
+        log.info(
+            "task stopped",
+            extra=fields(instance=instance_id, task=task_id(task.arn), group=task.group, why=why),
+        )
 
     async def requeue(self, cluster: str, task: EcsTask, instance_id: str, reason: str) -> None:
         text = task.tags.get(REQUEUE_ANNOTATION)
@@ -106,7 +111,7 @@ class StandaloneTasks:
             attempt = int(task.tags.get(ATTEMPT_ANNOTATION, "0") or 0) + 1
             if attempt > self._settings.requeue_max_attempts:
                 self._limit_reached(task, attempt)
-                await self.stop(cluster, task, reason, "limit")
+                await self.stop(cluster, task, instance_id, reason, "limit")
                 return
             name = task.tags.get(NAME_TAG) or task_id(task.arn)
             record = RequeueRecord(requeue_name(name, attempt), attempt, reason, instance_id)
@@ -121,6 +126,7 @@ class StandaloneTasks:
             log.info(
                 "job requeued",
                 extra=fields(
+                    instance=instance_id,
                     task=task_id(task.arn),
                     copy=record.copy,
                     attempt=record.attempt,
@@ -128,7 +134,7 @@ class StandaloneTasks:
                     started=started,
                 ),
             )
-        await self.stop(cluster, task, reason, "requeued")
+        await self.stop(cluster, task, instance_id, reason, "requeued")
 
     async def _start_copy(
         self, cluster: str, task: EcsTask, record: RequeueRecord, instance_id: str
