@@ -164,7 +164,7 @@ class Metrics:
             "lifecycled_target_drain_wait_seconds",
             "From DeregisterTargets until the target left its group (or the wait was cut short).",
             ["outcome"],
-            buckets=FAST_BUCKETS + (120, 300),
+            buckets=(*FAST_BUCKETS, 120, 300),
             registry=r,
         )
         self.tasks_stopped = Counter(

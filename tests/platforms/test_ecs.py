@@ -88,8 +88,12 @@ async def test_record_is_written_then_draining_and_found_again(
     assert info["attributeMap"]["lifecycled.io/drain"] == "open"
     assert aws.container_instance(name, instances[1])["status"] == "ACTIVE"
     assert await p.platform.open_records() == [(target, record)]
+    assert await p.platform.ready(target) is False
     await p.platform.write_record(target, record.closed(Outcome.DRAINED), cordon=False)
     assert await p.platform.open_records() == []
+    await p.platform.uncordon(target, record.closed(Outcome.SUPERSEDED))
+    assert aws.container_instance(name, instances[0])["status"] == "ACTIVE"
+    assert await p.platform.ready(target) is True
     calls = [c.action for c in aws.calls.snapshot() if not c.from_devstack]
     assert calls.index("PutAttributes") < calls.index("UpdateContainerInstancesState")
 

@@ -35,6 +35,7 @@ __all__ = ["EcsPlatform", "split_target", "target_of"]
 log = logging.getLogger(__name__)
 
 DRAINING = "DRAINING"
+ACTIVE = "ACTIVE"
 STOPPED = "STOPPED"
 
 
@@ -69,6 +70,22 @@ class EcsPlatform:
                 delays=self._settings.retry_delays,
                 what=f"set {arn} DRAINING",
             )
+
+    async def uncordon(self, target: str, record: DrainRecord) -> None:
+        """The change was cancelled: write `record`, then the instance is ACTIVE again."""
+        cluster, arn = split_target(target)
+        await self.write_record(target, record, cordon=False)
+        await retry(
+            lambda: self._aws.set_container_instance_state(cluster, arn, ACTIVE),
+            delays=self._settings.retry_delays,
+            what=f"set {arn} ACTIVE",
+        )
+
+    async def ready(self, target: str) -> bool:
+        """An ACTIVE container instance accepts tasks."""
+        cluster, arn = split_target(target)
+        found = await self._aws.describe_container_instances(cluster, [arn])
+        return bool(found) and found[0].status == ACTIVE
 
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         found: list[tuple[str, DrainRecord]] = []
