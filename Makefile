@@ -4,9 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-PLATFORM ?= kubernetes
 
-.PHONY: demo test lint format install clean
+.PHONY: demo demo-imds demo-ecs demo-all test lint format install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +19,15 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m lifecycled.devstack.demo
+
+# The same service in its other two modes: DaemonSet (IMDS polling) and ECS.
+demo-imds: $(STAMP)
+	$(PY) -m lifecycled.devstack.demo_imds
+
+demo-ecs: $(STAMP)
+	$(PY) -m lifecycled.devstack.demo_ecs
+
+demo-all: demo demo-imds demo-ecs
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

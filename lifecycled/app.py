@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import KubeClient
+from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
 from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.observe import Metrics, fields
+from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
 from lifecycled.server import serve_http
 from lifecycled.settings import Settings
@@ -20,6 +23,7 @@ from lifecycled.sources.sqs import SqsSource
 log = logging.getLogger(__name__)
 
 AWS_SERVICES = ("sqs", "ec2", "autoscaling")
+ECS_SERVICES = ("ecs", "elbv2")
 
 
 class Service:
@@ -38,11 +42,9 @@ class Service:
             self.addresses = await stack.enter_async_context(
                 serve_http(host, port, metrics, self.ready)
             )
-            aws = await stack.enter_async_context(AwsClients.open(settings, metrics, AWS_SERVICES))
-            kube = await stack.enter_async_context(
-                KubeClient.open(metrics, settings.api_timeout_seconds)
-            )
-            platform = KubernetesPlatform(kube, aws, settings, metrics)
+            services = AWS_SERVICES + (ECS_SERVICES if settings.platform == "ecs" else ())
+            aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
+            platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
             coordinator = Coordinator(platform, hooks, settings, metrics)
             self.coordinator = coordinator
@@ -50,11 +52,46 @@ class Service:
                 "lifecycled starting",
                 extra=fields(source=settings.source, platform=settings.platform),
             )
-            async with coordinator.running():
-                source = SqsSource(aws, settings, metrics, coordinator.submit)
-                await source.run(stop, ready=self.ready)
-                self.ready.clear()
+
+            async def work(until: asyncio.Event, ready: asyncio.Event) -> None:
+                async with coordinator.running():
+                    source = make_source(settings, aws, metrics, coordinator)
+                    await source.run(until, ready=ready)
+
+            if settings.leader_election:
+                self.ready.set()  # a standby is healthy and ready; it just does not consume
+                await lead(settings, metrics, stop, work)
+            else:
+                await work(stop, self.ready)
+            self.ready.clear()
             log.info("lifecycled stopped")
+
+
+@contextlib.asynccontextmanager
+async def open_platform(
+    settings: Settings, aws: AwsClients, metrics: Metrics
+) -> AsyncIterator[Platform]:
+    if settings.platform == "ecs":
+        from lifecycled.platforms.ecs import EcsPlatform
+
+        yield EcsPlatform(aws, settings, metrics)
+        return
+    async with KubeClient.open(metrics, settings.api_timeout_seconds) as kube:
+        yield KubernetesPlatform(kube, aws, settings, metrics)
+
+
+class Source(Protocol):
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None: ...
+
+
+def make_source(
+    settings: Settings, aws: AwsClients, metrics: Metrics, coordinator: Coordinator
+) -> Source:
+    if settings.source == "imds":
+        from lifecycled.sources.imds import ImdsSource
+
+        return ImdsSource(settings, metrics, coordinator.submit)
+    return SqsSource(aws, settings, metrics, coordinator.submit)
 
 
 @contextlib.asynccontextmanager

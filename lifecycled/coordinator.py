@@ -84,9 +84,38 @@ class Coordinator:
     async def submit(self, notice: Notice) -> list[Disposition]:
         results = []
         for instance_id in notice.instance_ids:
+            if notice.kind is NoticeKind.LIFECYCLE_LAUNCH:
+                # Held (and the message with it) until the node is Ready: a crash redelivers it.
+                results.append(await self._complete_launch(notice, instance_id))
+                continue
             async with self._lock(instance_id):
                 results.append(await self._submit_one(notice, instance_id))
         return results
+
+    async def _complete_launch(self, notice: Notice, instance_id: InstanceId) -> Disposition:
+        if notice.lifecycle is None:
+            return self._recorded(notice, instance_id, "launch notice without a hook")
+        hook = HookRef.of(notice.lifecycle)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self._settings.launch_ready_timeout_seconds
+        while loop.time() < end:
+            target = await self._platform.resolve(instance_id)
+            if target is not None and await self._platform.ready(target):
+                await self._hooks.complete(hook, instance_id, "CONTINUE")
+                self._metrics.launch_hooks.labels("CONTINUE").inc()
+                return Disposition.RECORDED
+            await asyncio.sleep(self._settings.drain_poll_seconds)
+        log.error(
+            "instance did not become ready in time; abandoning its launch",
+            extra=fields(
+                instance=instance_id,
+                hook=hook.name,
+                seconds=self._settings.launch_ready_timeout_seconds,
+            ),
+        )
+        await self._hooks.complete(hook, instance_id, "ABANDON")
+        self._metrics.launch_hooks.labels("ABANDON").inc()
+        return Disposition.RECORDED
 
     def _lock(self, instance_id: InstanceId) -> asyncio.Lock:
         return self._locks.setdefault(instance_id, asyncio.Lock())
@@ -109,8 +138,9 @@ class Coordinator:
             return self._recorded(notice, instance_id, f"action {action}")
         hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
         if open_drain is not None:
-            await open_drain[0].merge(notice.deadline, hook)
-            return Disposition.MERGED
+            if await open_drain[0].merge(notice.deadline, hook) is not None:
+                return Disposition.MERGED
+            await asyncio.wait([open_drain[1]])  # it is finishing; this notice opens a new one
         target = await self._platform.resolve(instance_id)
         if target is None:
             self._metrics.unknown_instances.labels(notice.kind).inc()

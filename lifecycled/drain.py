@@ -47,6 +47,7 @@ class Drain:
         self._tg: asyncio.TaskGroup | None = None
         self.outcome: Outcome | None = None
         self.work_done = False  # from here on the machine may go: that is not a forced end
+        self._merging = asyncio.Lock()  # a merge and the end of the work never interleave
 
     def remaining(self) -> float:
         return (self.record.deadline - utcnow()).total_seconds()
@@ -63,7 +64,8 @@ class Drain:
                 self._tg = tg
                 self._start_holding()
                 outcome = await self._work()
-                self.work_done = True
+                async with self._merging:
+                    self.work_done = True
                 await self._release_hook()
                 await self._close(outcome)
             return outcome
@@ -122,17 +124,24 @@ class Drain:
             ),
         )
 
-    async def merge(self, deadline: datetime | None, hook: HookRef | None) -> bool:
-        """Tighten the deadline and/or attach a lifecycle hook. True when the record changed."""
-        updated = self.record
-        if deadline is not None and deadline < updated.deadline:
-            updated = replace(updated, deadline=deadline)
-        if hook is not None and updated.hook is None:
-            updated = replace(updated, hook=hook)
-        if updated == self.record:
-            return False
-        await self._platform.write_record(self.target, updated, cordon=False)
-        self.record = updated
+    async def merge(self, deadline: datetime | None, hook: HookRef | None) -> bool | None:
+        """Tighten the deadline and/or attach a lifecycle hook.
+
+        True when the record changed, False when there was nothing to change, None when the
+        drain's work is already done (too late to merge: the caller opens a new drain).
+        """
+        async with self._merging:
+            if self.work_done:
+                return None
+            updated = self.record
+            if deadline is not None and deadline < updated.deadline:
+                updated = replace(updated, deadline=deadline)
+            if hook is not None and updated.hook is None:
+                updated = replace(updated, hook=hook)
+            if updated == self.record:
+                return False
+            await self._platform.write_record(self.target, updated, cordon=False)
+            self.record = updated
         self._start_holding()
         log.info(
             "drain updated by a later notice",

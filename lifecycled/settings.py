@@ -82,7 +82,7 @@ class Settings(BaseSettings):
             "LIFECYCLED_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"
         ),
     )
-    lease_duration_seconds: float = Field(default=15.0, ge=2)
+    lease_duration_seconds: int = Field(default=15, ge=2)  # the Lease holds whole seconds
     lease_renew_seconds: float = Field(default=10.0, ge=1.5)
     lease_retry_seconds: float = Field(default=2.0, ge=1)
     identity: str | None = Field(

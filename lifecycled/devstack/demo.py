@@ -38,6 +38,7 @@ WORKLOADS = Workloads(
     job_parallelism=20,
     exit_seconds=1.5,
     grace_seconds=30,
+    job_run_seconds=25,  # long enough for a held hook to show; short enough for a demo
 )
 TIMEOUT = 120.0
 
@@ -89,6 +90,14 @@ class Timeline:
             instance = self.instance_of(entry["node"])
             if instance:
                 self.refused[instance] += 1
+        elif event == "waiting for a job to finish":
+            instance = self.instance_of(entry["node"])
+            if instance:
+                self.steps[instance].append((at, f"waiting for job pod {entry['pod']}"))
+        elif event == "waited-for job finished":
+            instance = self.instance_of(entry["node"])
+            if instance:
+                self.steps[instance].append((at, f"job pod {entry['pod']} finished"))
         elif event == "drain finished":
             self.steps[entry["instance"]].append((at, f"drain finished: {entry['outcome']}"))
         elif event == "lifecycle heartbeat sent":
@@ -234,6 +243,8 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         f"  hooks completed:    "
         f"{int(total(values, 'lifecycled_lifecycle_actions_total', result='CONTINUE'))}"
     )
+    say(f"  jobs requeued:      {int(total(values, 'lifecycled_jobs_requeued_total'))}")
+    say(f"  jobs waited for:    {int(total(values, 'lifecycled_jobs_waited_seconds_count'))}")
     say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
     say(f"  instance {scaled.id} in the group: {aws.lifecycle_state(scaled.id) or 'terminated'}")
     say(f"  service exit code:  {code}; full log: {workdir / 'lifecycled.log'}")

@@ -37,5 +37,8 @@ class Platform(Protocol):
     async def uncordon(self, target: str, record: DrainRecord) -> None:
         """Give the target back (its change was cancelled): lift our cordon, write `record`."""
 
+    async def ready(self, target: str) -> bool:
+        """Whether the target accepts work (a node Ready and schedulable; an ACTIVE instance)."""
+
     async def vacate(self, target: str, drain: DrainState) -> bool:
         """Move the work off; True once it is gone, False if the cutoff passed first."""

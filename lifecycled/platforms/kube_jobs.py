@@ -233,6 +233,7 @@ class JobRequeuer:
             record = RequeueRecord(requeue_name(name, attempt), attempt, reason, node)
             # The intent goes first, guarded: a concurrent writer gets 409 and re-reads.
             await target.annotate(original, record)
+            log.info("requeue recorded", extra=fields(job=target.describe(), copy=record.copy))
         if record.done:
             return True
         await self._start_copy(target, original, record)
@@ -265,6 +266,7 @@ class JobRequeuer:
         # AlreadyExists: an earlier attempt (or another handler) created it. Exactly once.
         with contextlib.suppress(AlreadyExistsError):
             await target.create(body)
+        log.info("requeue copy created", extra=fields(job=target.describe(), copy=record.copy))
 
     async def _hand_off(self, original: JsonDict, body: JsonDict, record: RequeueRecord) -> None:
         assert self._settings.requeue_queue_url

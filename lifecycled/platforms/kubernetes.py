@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
-from lifecycled.errors import PermanentError, TemporaryError
+from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
 from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, decide
 from lifecycled.observe import EventRecorder, Metrics, fields
@@ -159,7 +159,7 @@ class _Vacating:
     """One vacate's bookkeeping."""
 
     next_try: dict[str, float] = field(default_factory=dict)  # pod uid -> loop time
-    waiting: dict[str, float] = field(default_factory=dict)  # job pod uid -> waiting since
+    waiting: dict[str, tuple[float, str]] = field(default_factory=dict)  # uid -> (since, pod)
     hold_reported: bool = False
 
 
@@ -219,6 +219,15 @@ class KubernetesPlatform:
 
         await retry(attempt, delays=self._settings.retry_delays, what=f"uncordon {node}")
 
+    async def ready(self, node: str) -> bool:
+        try:
+            current = await self._kube.get_node(node)
+        except NotFoundError:
+            return False
+        conditions = current.get("status", {}).get("conditions") or []
+        is_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        return is_ready and not current.get("spec", {}).get("unschedulable", False)
+
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         found: list[tuple[str, DrainRecord]] = []
         for node in await self._kube.list_nodes():
@@ -243,7 +252,7 @@ class KubernetesPlatform:
         state = _Vacating()
         while True:
             pods = [p for p in await self._list_pods(node) if not is_skipped(p)]
-            self._observe_finished_jobs(state, pods)
+            self._observe_finished_jobs(node, state, pods)
             if not pods:
                 return True
             now = loop.time()
@@ -254,13 +263,13 @@ class KubernetesPlatform:
                     extra=fields(node=node, pods=names[:20]),
                 )
                 return False
-            plan = await self._plan(pods, drain, state, now)
+            plan = await self._plan(node, pods, drain, state, now)
             await self._act(node, drain, plan, state)
             pause = min(self._settings.drain_poll_seconds, max(0.0, drain.cutoff() - now))
             await asyncio.sleep(pause)
 
     async def _plan(
-        self, pods: list[JsonDict], drain: DrainState, state: _Vacating, now: float
+        self, node: str, pods: list[JsonDict], drain: DrainState, state: _Vacating, now: float
     ) -> list[tuple[JsonDict, Decision]]:
         plan: list[tuple[JsonDict, Decision]] = []
         for pod in pods:
@@ -274,7 +283,16 @@ class KubernetesPlatform:
                 stop_lead=self._settings.job_stop_lead_seconds,
             )
             if decision is Decision.WAIT:
-                state.waiting.setdefault(ref.uid, now)
+                if ref.uid not in state.waiting:
+                    state.waiting[ref.uid] = (now, f"{ref.namespace}/{ref.name}")
+                    log.info(
+                        "waiting for a job to finish",
+                        extra=fields(
+                            node=node,
+                            pod=f"{ref.namespace}/{ref.name}",
+                            deadline=drain.record.deadline.isoformat(),
+                        ),
+                    )
                 continue
             plan.append((pod, decision))
         return plan
@@ -331,11 +349,16 @@ class KubernetesPlatform:
             warning=True,
         )
 
-    def _observe_finished_jobs(self, state: _Vacating, pods: list[JsonDict]) -> None:
+    def _observe_finished_jobs(self, node: str, state: _Vacating, pods: list[JsonDict]) -> None:
         present = {PodRef.of(p).uid for p in pods}
         now = asyncio.get_running_loop().time()
         for uid in [u for u in state.waiting if u not in present]:
-            self._metrics.jobs_waited.observe(now - state.waiting.pop(uid))
+            since, pod = state.waiting.pop(uid)
+            self._metrics.jobs_waited.observe(now - since)
+            log.info(
+                "waited-for job finished",
+                extra=fields(node=node, pod=pod, seconds=round(now - since, 3)),
+            )
 
     async def _list_pods(self, node: str) -> list[JsonDict]:
         return await retry(

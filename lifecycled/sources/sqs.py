@@ -69,14 +69,17 @@ class SqsSource:
             )
         )
         stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([receive, stopping], return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not receive.done():
-            # Cancelling a long poll loses nothing: a received message stays invisible and
-            # is redelivered after its visibility timeout.
-            receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receive
+        try:
+            await asyncio.wait([receive, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not receive.done():
+                # Cancelling a long poll loses nothing: a received message stays invisible
+                # and is redelivered after its visibility timeout.
+                receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, LifecycledError):
+                    await receive
+        if receive.cancelled():
             return []
         try:
             batch = receive.result()
