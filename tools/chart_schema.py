@@ -36,6 +36,7 @@ CHART_OWNED = {
     "node_name": "NODE_NAME",
 }
 
+ROLE_ARN = "^(|arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)$"
 OBJECT = {"type": "object"}
 STRING = {"type": "string"}
 BOOLEAN = {"type": "boolean"}
@@ -151,7 +152,7 @@ def values_schema() -> dict[str, Any]:
                 {
                     "create": BOOLEAN,
                     "name": STRING,
-                    "roleArn": {"type": "string", "pattern": "^(|arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)$"},
+                    "roleArn": {"type": "string", "pattern": ROLE_ARN},
                     "annotations": OBJECT,
                     "automountServiceAccountToken": BOOLEAN,
                 }
