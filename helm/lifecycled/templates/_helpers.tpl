@@ -45,6 +45,19 @@ app.kubernetes.io/component: {{ ternary "daemonset" "controller" (eq .Values.mod
 {{- default (include "lifecycled.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/*
+AWS_REGION for botocore: aws.region, else the region in a queue URL of the standard form
+(https://sqs.<region>.amazonaws.com/...). Empty: the environment must provide it (IRSA's
+webhook injects AWS_REGION).
+*/}}
+{{- define "lifecycled.region" -}}
+{{- if .Values.aws.region }}
+{{- .Values.aws.region }}
+{{- else if eq .Values.mode "queue" }}
+{{- regexFind "[a-z]{2}(-[a-z]+)+-[0-9]+" (regexFind "^https://sqs[.][a-z0-9-]+[.]amazonaws[.]com" .Values.queueUrl) }}
+{{- end }}
+{{- end }}
+
 {{- define "lifecycled.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
@@ -69,6 +82,13 @@ Combinations the service would refuse, or that would do harm, fail at render tim
 {{- end }}
 {{- if and (eq .Values.mode "imds") .Values.leaderElection.enabled }}
 {{- fail "leaderElection is for queue mode: every DaemonSet pod handles its own node" }}
+{{- end }}
+{{- if and (eq .Values.mode "imds") (not .Values.aws.region) }}
+{{- fail "aws.region is required in imds mode: lifecycled opens its AWS clients at start-up and botocore needs a region (the pod cannot tell it from a queue URL)" }}
+{{- end }}
+{{- $grace := .Values.config.shutdown_grace_seconds | default 20 }}
+{{- if ge (float64 $grace) (float64 .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdown_grace_seconds (%v): in-flight messages need that long after SIGTERM" .Values.terminationGracePeriodSeconds $grace) }}
 {{- end }}
 {{- range $key, $_ := .Values.config }}
 {{- if has $key (list "source" "platform" "queue_url" "metrics_address" "leader_election" "lease_name" "lease_namespace" "identity" "node_name") }}
@@ -111,7 +131,7 @@ The container's environment: the chart's own settings, the downward API, then co
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
-{{- with .Values.aws.region }}
+{{- with include "lifecycled.region" . }}
 - name: AWS_REGION
   value: {{ . | quote }}
 {{- end }}
