@@ -419,6 +419,25 @@ def helm_template(args: argparse.Namespace) -> None:
             shutil.rmtree(out, ignore_errors=True)
 
 
+@step("NOTES.txt renders for each scenario")
+def notes(_: argparse.Namespace) -> None:
+    # helm template skips NOTES.txt; a copy of the chart renders it as a ConfigMap-like value.
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "lifecycled"
+        shutil.copytree(CHART, chart)
+        text = (chart / "templates" / "NOTES.txt").read_text()
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            '{{- define "package-check.notes" }}' + text + "{{- end }}\n"
+            'notes: {{ include "package-check.notes" . | toJson }}\n'
+        )
+        for path in sorted((CHART / "ci").glob("*.yaml")):
+            done = run(tool("helm"), "template", RELEASE, str(chart), "-f", str(path),
+                       "--show-only", "templates/zz-notes.yaml")  # fmt: skip
+            rendered = yaml.safe_load(done.stdout)["notes"]
+            expect("lifecycled" in rendered, f"{path.name}: NOTES.txt rendered {rendered!r}")
+            expect("<no value>" not in rendered, f"{path.name}: NOTES.txt has <no value>")
+
+
 Q = ["--set", "queueUrl=https://q"]
 IMDS = ["--set", "mode=imds", "--set", "aws.region=us-east-1"]
 REFUSED = [
