@@ -378,6 +378,17 @@ def schema_fresh(_: argparse.Namespace) -> None:
     expect(chart_schema.main([]) == 0, "values.schema.json is stale")
 
 
+@step("one version: pyproject.toml, Chart.yaml appVersion, the Dockerfile's VERSION")
+def versions(_: argparse.Namespace) -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    expect(chart["appVersion"] == version, f"Chart.yaml appVersion is not {version}")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    expect(f"ARG VERSION={version}\n" in dockerfile, f"the Dockerfile's VERSION is not {version}")
+
+
 @step("hadolint Dockerfile")
 def hadolint(_: argparse.Namespace) -> None:
     run(tool("hadolint"), "--failure-threshold", "info", "Dockerfile")
