@@ -115,12 +115,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
             )
-        if self.leader_election and (self.source != "sqs" or self.platform != "kubernetes"):
-            # The Lease lives in Kubernetes, and a DaemonSet pod only ever acts on its node.
-            raise ValueError(
-                "LIFECYCLED_LEADER_ELECTION needs LIFECYCLED_SOURCE=sqs and "
-                "LIFECYCLED_PLATFORM=kubernetes; run one ECS handler per queue"
-            )
+        if self.leader_election and self.source != "sqs":
+            # A DaemonSet pod only ever acts on its own node: there is nothing to elect.
+            raise ValueError("LIFECYCLED_LEADER_ELECTION is for queue mode (LIFECYCLED_SOURCE=sqs)")
         return self
 
     @property
