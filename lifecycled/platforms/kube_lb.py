@@ -231,10 +231,12 @@ class LoadBalancers:
     async def membership(self, instance: str) -> Membership:
         found = Membership(instance)
         if self._settings.lb_target_groups_configured:
-            for arn in await self._groups_to_search():
-                targets = await self._targets_in(arn, instance)
-                if targets:
-                    found.target_groups[arn] = targets
+            arns = await self._groups_to_search()
+            # One DescribeTargetHealth per group, at once: a Spot warning leaves two minutes.
+            listed = await asyncio.gather(*(self._targets_in(arn, instance) for arn in arns))
+            found.target_groups = {
+                arn: targets for arn, targets in zip(arns, listed, strict=True) if targets
+            }
         if self._settings.lb_classic_names:
             names = sorted(self._settings.lb_classic_names)
             members = await self._aws.classic_instances(names)
