@@ -225,6 +225,26 @@ async def test_take_out_deregisters_then_waits_until_the_targets_are_unused(
     assert remembered["target_groups"] == {web: [30080], api: [31000]}
 
 
+async def test_a_resumed_drain_waits_for_draining_targets_without_deregistering_again(
+    aws: AwsStack, name: str, make_lb
+) -> None:
+    mine, _ = instances(aws, name)
+    web = target_group(aws, f"{name}-web", delay=2, targets=[(mine, 30080)])
+    aws.boto3_client("elbv2").deregister_targets(
+        TargetGroupArn=web, Targets=[{"Id": mine, "Port": 30080}]
+    )  # the service deregistered it, then restarted
+    lb = await make_lb(lb_target_groups=frozenset({web}))
+    loop = asyncio.get_running_loop()
+
+    started = loop.time()
+    assert await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)]) is True
+
+    assert loop.time() - started >= 1.0  # it waited for the draining target
+    assert aws.calls.of("DeregisterTargets") == []
+    assert aws.target_health(web) == {}
+    assert lb.sample("lifecycled_lb_wait_seconds_count", outcome="unused") == 1
+
+
 async def test_the_wait_is_capped_so_the_pods_grace_fits_before_the_deadline(
     aws: AwsStack, name: str, make_lb
 ) -> None:
