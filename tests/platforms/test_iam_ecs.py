@@ -21,6 +21,7 @@ NOT_IN_ECS_MODE = (
     "devstack/",
     "platforms/kubernetes.py",
     "platforms/kube_jobs.py",
+    "platforms/kube_lb.py",
     "sources/imds.py",
     "clients/",
 )
