@@ -57,6 +57,12 @@ def setting_schema(annotation: Any, metadata: list[Any], default: Any) -> dict[s
             "items": {"type": item},
             "description": "a YAML list or a comma-separated string",
         }
+    elif origin is dict:
+        # Rendered into one environment variable, as the setting parses it.
+        schema = {
+            "type": "string",
+            "description": "comma-separated key=value (a bare key: any value)",
+        }
     elif annotation is bool:
         schema = {"type": "boolean"}
     elif annotation is int:

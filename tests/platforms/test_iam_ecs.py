@@ -25,7 +25,7 @@ NOT_IN_ECS_MODE = (
     "sources/imds.py",
     "clients/",
 )
-IAM_PREFIX = {"elbv2": "elasticloadbalancing"}
+IAM_PREFIX = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
 # Not an API call, but RunTask needs it for task definitions with task/execution roles.
 IMPLIED = {"iam:PassRole"}
 
