@@ -11,15 +11,23 @@ import asyncio
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
+from lifecycled.clients.kube import JsonDict
+from lifecycled.devstack.aws import AwsStack, Instance
+from lifecycled.devstack.cluster import (
+    Machine,
+    Workloads,
+    expected_pods,
+    job,
+    seed,
+    wait_running,
+)
 from lifecycled.devstack.kube import KubeApiServerThread
 from lifecycled.devstack.service_process import Values, say, service_process, total, verdict
 
@@ -35,6 +43,8 @@ WORKLOADS = Workloads(
     job_run_seconds=25,  # long enough for a held hook to show; short enough for a demo
 )
 TIMEOUT = 120.0
+HOSTNAME = "kubernetes.io/hostname"
+NODE_PORTS = {"web": 30080, "api": 30443}  # NodePort services behind two ALB target groups
 
 
 @dataclass
@@ -82,6 +92,13 @@ class Timeline:
             instance = self.instance_of(entry["node"])
             if instance:
                 self.steps[instance].append((at, f"job pod {entry['pod']} finished"))
+        elif event == "node deregistered from its load balancers":
+            groups = len(entry.get("target_groups") or [])
+            self.steps[entry["instance"]].append((at, f"out of {groups} target groups"))
+        elif event == "load balancer wait over; evicting":
+            instance = self.instance_of(entry["node"])
+            if instance:
+                self.steps[instance].append((at, f"load balancers drained ({entry['outcome']})"))
         elif event == "drain finished":
             self.steps[entry["instance"]].append((at, f"drain finished: {entry['outcome']}"))
         elif event == "lifecycle heartbeat sent":
@@ -103,6 +120,26 @@ class Timeline:
             )
 
 
+def export_job(instance: Instance) -> JsonDict:
+    """A single-pod Job on the node that will be scaled in: its hook is held until it ends."""
+    body = job("export", "batch", replace(WORKLOADS, job_parallelism=1, job_run_seconds=20))
+    body["spec"]["template"]["spec"]["nodeSelector"] = {HOSTNAME: instance.private_dns_name}
+    return body
+
+
+def target_groups(aws: AwsStack, instances: list[str]) -> list[str]:
+    """Every node in two target groups (deregistration delay 3 s), as NodePort services are."""
+    elbv2 = aws.boto3_client("elbv2")
+    arns = []
+    for service, port in NODE_PORTS.items():
+        arn = aws.create_target_group(f"demo-{service}", port=port, deregistration_delay=3)
+        elbv2.register_targets(
+            TargetGroupArn=arn, Targets=[{"Id": i, "Port": port} for i in instances]
+        )
+        arns.append(arn)
+    return arns
+
+
 async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> int:
     say(f"== building the stack: moto at {aws.endpoint_url}, Kubernetes emulator at {kube.url}")
     queue = aws.create_queue("lifecycled-demo", dlq=True)
@@ -112,24 +149,31 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    scaled = instances[SPOT_BURST]
     async with client.ApiClient(configuration) as api:
         await seed(api, machines, WORKLOADS)
-        want = expected_pods(machines, WORKLOADS)
+        batch: Any = client.BatchV1Api(api)  # the client's stubs want V1Job; a dict is sent as is
+        await batch.create_namespaced_job("batch", export_job(scaled))
+        want = expected_pods(machines, WORKLOADS) + 1
         ready = await wait_running(api, want)
         say(
             f"== cluster: {NODES} nodes, {ready} pods running "
-            f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, Job)"
+            f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, "
+            f"a 20-pod Job, and a Job on {scaled.id}'s node)"
         )
 
+    groups = target_groups(aws, [i.id for i in instances])
     env = {
         **aws.env(),
         "KUBECONFIG": str(kubeconfig),
         "LIFECYCLED_QUEUE_URL": queue.url,
+        "LIFECYCLED_LB_TARGET_GROUPS": ",".join(groups),
+        "LIFECYCLED_LB_POLL_SECONDS": "0.5",
         "LIFECYCLED_SQS_WAIT_SECONDS": "2",
         "LIFECYCLED_EVICTION_RETRY_SECONDS": "1",
     }
     timeline = Timeline()
-    spot, scaled = instances[:SPOT_BURST], instances[SPOT_BURST]
+    spot = instances[:SPOT_BURST]
     expected = SPOT_BURST + 1
     async with service_process(env, timeline, workdir) as service:
         say(f"== lifecycled running (pid {service.proc.pid}), metrics at {service.url}/metrics")
@@ -162,6 +206,8 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         f"  hooks completed:    "
         f"{int(total(values, 'lifecycled_lifecycle_actions_total', result='CONTINUE'))}"
     )
+    lb = int(total(values, "lifecycled_lb_deregistrations_total"))
+    say(f"  LB deregistrations: {lb} (target groups left before the first eviction)")
     say(f"  jobs requeued:      {int(total(values, 'lifecycled_jobs_requeued_total'))}")
     say(f"  jobs waited for:    {int(total(values, 'lifecycled_jobs_waited_seconds_count'))}")
     say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
