@@ -67,6 +67,7 @@ class Coordinator:
         self._actions = action_table(settings)
         self._foreign: dict[tuple[str, InstanceId], float] = {}  # judged not ours -> expiry
         self._threatened: set[InstanceId] = set()  # got a notice that the machine goes
+        self._timers: set[asyncio.Task[None]] = set()  # rebalance uncordons to come
         self._drains: dict[InstanceId, tuple[Drain, asyncio.Task[object]]] = {}
         self._finished: dict[InstanceId, float] = {}  # instance -> monotonic time it finished
         self._seen: dict[tuple[str, InstanceId], float] = {}  # (event id, instance) -> expiry
@@ -85,6 +86,8 @@ class Coordinator:
                 finally:
                     for _drain, task in list(self._drains.values()):
                         task.cancel()
+                    for timer in list(self._timers):  # the next start schedules them again
+                        timer.cancel()
         finally:
             self._tg = None
 
@@ -436,10 +439,12 @@ class Coordinator:
             return
         if record.kind is not NoticeKind.REBALANCE_RECOMMENDATION:
             return
-        self._tg.create_task(
+        timer = self._tg.create_task(
             self._uncordon_later(target, record, record.event_time + timedelta(seconds=after)),
             name=f"uncordon-{record.instance_id}",
         )
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
 
     async def _uncordon_later(self, target: str, record: DrainRecord, at: datetime) -> None:
         """At `at`, give the node back if nothing since said the machine goes."""
@@ -476,4 +481,5 @@ def _still_this_rebalance(current: DrainRecord, record: DrainRecord) -> bool:
         and current.event_id == record.event_id
         and current.phase is Phase.DONE
         and current.outcome in UNDOABLE
+        and current.hook is None  # a terminate hook merged in: the machine is going
     )

@@ -3,8 +3,10 @@ and giving a node back when a rebalance recommendation never became an interrupt
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from lifecycled.app import running
 from lifecycled.devstack.aws import AwsStack
 from lifecycled.devstack.cluster import Machine, Workloads, seed, wait_running
 from lifecycled.devstack.kube import KubeApiServer
+from lifecycled.explain_node import main_node
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION
 from lifecycled.settings import Settings
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
@@ -348,3 +351,61 @@ def queue_depth_of(aws: AwsStack, url: str | None) -> int:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )
     return sum(int(v) for v in reply["Attributes"].values())
+
+
+async def test_a_pending_uncordon_survives_a_restart(stack: Stack, service_for) -> None:
+    machine = stack.machines[0]
+    async with service_for(rebalance_uncordon_after_seconds=600) as first:
+        stack.aws.send_rebalance_recommendation(machine.instance_id)
+
+        async def cordoned() -> bool:
+            return (
+                metric(
+                    first,
+                    "lifecycled_drain_duration_seconds_count",
+                    kind=REBALANCE,
+                    outcome="cordoned",
+                )
+                == 1
+            )
+
+        await eventually(cordoned, within=20)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 10, "a pending uncordon must not hold up shutdown"
+    assert (await read_node(stack, machine.instance_id)).spec.unschedulable
+
+    # The next start reads the record on the node and keeps the promise (now past due).
+    async with service_for(rebalance_uncordon_after_seconds=1) as second:
+
+        async def given_back() -> bool:
+            return not (await read_node(stack, machine.instance_id)).spec.unschedulable
+
+        await eventually(given_back, within=20)
+        assert metric(second, "lifecycled_drains_cancelled_total", kind=REBALANCE) == 1
+
+
+async def test_explain_node_says_what_a_drain_would_do(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = stack.machines[0]
+    node = stack.node_of[machine.instance_id]
+    monkeypatch.setenv("LIFECYCLED_CLUSTER_NAME", "elsewhere")  # the stack's group is untagged
+    stack.kube.requests.clear()
+    code = await asyncio.to_thread(main_node, node, None)
+    obj = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert obj["instance_id"] == machine.instance_id
+    assert obj["ours"] is False and "kubernetes.io/cluster/elsewhere" in obj["why_not_ours"]
+    assert obj["pods"] == []  # not ours: nothing would be done
+
+    monkeypatch.delenv("LIFECYCLED_CLUSTER_NAME")
+    body = json.dumps(stack.aws.send_spot_interruption(machine.instance_id)).encode()
+    code = await asyncio.to_thread(main_node, node, body)
+    obj = json.loads(capsys.readouterr().out)
+    assert code == 0 and obj["ours"] is True and obj["action"] == "drain"
+    assert obj["notice"]["kind"] == SPOT
+    pods = {p["pod"].split("/")[0]: p for p in obj["pods"]}
+    assert pods["monitoring"]["do"] == "skip" and "DaemonSet" in pods["monitoring"]["why"]
+    evicted = [p for p in obj["pods"] if p["do"] == "evict"]
+    assert len(evicted) == len(evictable(await pods_on(stack.api, node)))
+    assert not [r for r in stack.kube.requests if r.verb in MUTATING_VERBS]
