@@ -389,6 +389,13 @@ class Coordinator:
         if found is None:
             return self._recorded(notice, instance_id, "no drain of this change to undo")
         target, record = found
+        if self._settings.dry_run:
+            self._metrics.dry_run_actions.labels(record.kind, "uncordon").inc()
+            log.info(
+                "dry run: would give the node back (scheduled change cancelled)",
+                extra=fields(node=target, instance=instance_id, event_id=notice.event_id),
+            )
+            return Disposition.DRY_RUN
         entry = self._drains.pop(instance_id, None)
         if entry is not None:
             entry[1].cancel()

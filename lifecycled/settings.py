@@ -146,6 +146,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
             )
+        if self.owner_tag is not None and not self.owner_tag.partition("=")[0].strip():
+            raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
         return self
 
     @property

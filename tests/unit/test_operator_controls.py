@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lifecycled.coordinator import Disposition, action_table
+from lifecycled.errors import ConfigError
 from lifecycled.events import Action, Notice, NoticeKind, default_action, parse_message
 from lifecycled.explain import actions_from_env, explain
 from lifecycled.ownership import has_owner_tag, tag_rule
@@ -112,3 +113,8 @@ def test_a_message_concerns_others_when_any_instance_is_not_ours() -> None:
     assert _concerns_others([Disposition.OPENED, Disposition.NOT_OURS])
     assert not _concerns_others([Disposition.OPENED, Disposition.DRY_RUN])
     assert not _concerns_others(None)
+
+
+def test_an_owner_tag_needs_a_key() -> None:
+    with pytest.raises(ConfigError):
+        load_settings(**Q, owner_tag="=batch")
