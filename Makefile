@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test lint format install clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short lint format install clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,14 +32,23 @@ demo-all: demo demo-imds demo-ecs
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Speed and memory targets (each script checks its own and exits 1 when one is missed).
+bench: $(STAMP)
+	$(PY) bench/parse.py
+	$(PY) bench/burst.py
+
+bench-short: $(STAMP)
+	$(PY) bench/parse.py --rounds 300
+	$(PY) bench/burst.py --nodes 12 --burst 6
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lifecycled tests
-	$(VENV)/bin/ruff format --check lifecycled tests
+	$(VENV)/bin/ruff check lifecycled tests bench
+	$(VENV)/bin/ruff format --check lifecycled tests bench
 	$(VENV)/bin/mypy --strict lifecycled
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format lifecycled tests
-	$(VENV)/bin/ruff check --fix lifecycled tests
+	$(VENV)/bin/ruff format lifecycled tests bench
+	$(VENV)/bin/ruff check --fix lifecycled tests bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
             )
         if self.owner_tag is not None and not self.owner_tag.partition("=")[0].strip():
             raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
+        if self.leader_election and (self.source != "sqs" or self.platform != "kubernetes"):
+            # The Lease lives in Kubernetes, and a DaemonSet pod only ever acts on its node.
+            raise ValueError(
+                "LIFECYCLED_LEADER_ELECTION needs LIFECYCLED_SOURCE=sqs and "
+                "LIFECYCLED_PLATFORM=kubernetes; run one ECS handler per queue"
+            )
         return self
 
     @property

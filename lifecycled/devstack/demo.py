@@ -8,26 +8,20 @@ would configure it: AWS_ENDPOINT_URL, KUBECONFIG and LIFECYCLED_* variables.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import socket
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client, config
-from prometheus_client.parser import text_string_to_metric_families
 
 from lifecycled.devstack.aws import AwsStack
 from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
 from lifecycled.devstack.kube import KubeApiServerThread
+from lifecycled.devstack.service_process import Values, say, service_process, total, verdict
 
 NODES = 20
 SPOT_BURST = 5
@@ -41,16 +35,6 @@ WORKLOADS = Workloads(
     job_run_seconds=25,  # long enough for a held hook to show; short enough for a demo
 )
 TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def say(text: str = "") -> None:
-    print(text, flush=True)
 
 
 @dataclass
@@ -119,52 +103,6 @@ class Timeline:
             )
 
 
-async def read_logs(stream: asyncio.StreamReader, timeline: Timeline, raw: Path) -> None:
-    with raw.open("w") as out:
-        while line := await stream.readline():
-            out.write(line.decode())
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and "time" in entry:
-                timeline.add(entry)
-
-
-async def scrape(
-    session: aiohttp.ClientSession, url: str
-) -> dict[tuple[str, tuple[Any, ...]], float]:
-    async with session.get(url + "/metrics") as reply:
-        text = await reply.text()
-    values: dict[tuple[str, tuple[Any, ...]], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return values
-
-
-def total(values: dict[tuple[str, tuple[Any, ...]], float], name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for (n, lbl), v in values.items() if n == name and want <= set(lbl))
-
-
-async def wait_ready(
-    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process
-) -> None:
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        if proc.returncode is not None:
-            raise RuntimeError(f"lifecycled exited early with {proc.returncode}")
-        try:
-            async with session.get(url + "/readyz") as reply:
-                if reply.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise RuntimeError("lifecycled did not become ready within 30 s")
-
-
 async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> int:
     say(f"== building the stack: moto at {aws.endpoint_url}, Kubernetes emulator at {kube.url}")
     queue = aws.create_queue("lifecycled-demo", dlq=True)
@@ -183,51 +121,32 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
             f"(web Deployment + PodDisruptionBudget, api Deployment, node-agent DaemonSet, Job)"
         )
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         **aws.env(),
         "KUBECONFIG": str(kubeconfig),
         "LIFECYCLED_QUEUE_URL": queue.url,
-        "LIFECYCLED_METRICS_ADDRESS": f"127.0.0.1:{port}",
         "LIFECYCLED_SQS_WAIT_SECONDS": "2",
-        "LIFECYCLED_DRAIN_POLL_SECONDS": "0.5",
         "LIFECYCLED_EVICTION_RETRY_SECONDS": "1",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lifecycled.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
     timeline = Timeline()
-    reader = asyncio.create_task(read_logs(proc.stderr, timeline, workdir / "lifecycled.log"))
-    failures: list[str] = []
-    async with aiohttp.ClientSession() as session:
-        try:
-            await wait_ready(session, url, proc)
-            say(f"== lifecycled running (pid {proc.pid}), metrics at {url}/metrics")
-            spot = instances[:SPOT_BURST]
-            scaled = instances[SPOT_BURST]
-            say(
-                f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
-                f"and scaling in {scaled.id} (terminate lifecycle hook)"
-            )
-            for instance in spot:
-                aws.send_spot_interruption(instance.id)
-            aws.scale_in("demo-workers", scaled.id)
-            expected = SPOT_BURST + 1
-            end = time.monotonic() + TIMEOUT
-            while time.monotonic() < end:
-                values = await scrape(session, url)
-                closed = total(values, "lifecycled_drain_duration_seconds_count")
-                if closed >= expected and aws.lifecycle_state(scaled.id) is None:
-                    break
-                await asyncio.sleep(0.5)
-            values = await scrape(session, url)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 30)
-            await reader
+    spot, scaled = instances[:SPOT_BURST], instances[SPOT_BURST]
+    expected = SPOT_BURST + 1
+    async with service_process(env, timeline, workdir) as service:
+        say(f"== lifecycled running (pid {service.proc.pid}), metrics at {service.url}/metrics")
+        say(
+            f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
+            f"and scaling in {scaled.id} (terminate lifecycle hook)"
+        )
+        for instance in spot:
+            aws.send_spot_interruption(instance.id)
+        aws.scale_in("demo-workers", scaled.id)
+
+        def done(values: Values) -> bool:
+            closed = total(values, "lifecycled_drain_duration_seconds_count")
+            return closed >= expected and aws.lifecycle_state(scaled.id) is None
+
+        values = await service.wait_for(done, TIMEOUT)
+    code = service.code
     timeline.print()
     drained = total(values, "lifecycled_drain_duration_seconds_count", outcome="drained")
     say("\n== summary")
@@ -247,16 +166,15 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     say(f"  jobs waited for:    {int(total(values, 'lifecycled_jobs_waited_seconds_count'))}")
     say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
     say(f"  instance {scaled.id} in the group: {aws.lifecycle_state(scaled.id) or 'terminated'}")
-    say(f"  service exit code:  {code}; full log: {workdir / 'lifecycled.log'}")
+    say(f"  service exit code:  {code}; full log: {service.log}")
+    failures: list[str] = []
     if drained < expected:
         failures.append(f"only {int(drained)} of {expected} drains finished")
     if aws.lifecycle_state(scaled.id) is not None:
         failures.append("the lifecycle hook was not completed")
     if code != 0:
         failures.append(f"lifecycled exited with {code}")
-    for failure in failures:
-        say(f"DEMO FAILED: {failure}")
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 def main() -> int:

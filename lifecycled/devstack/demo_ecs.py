@@ -9,21 +9,17 @@ LIFECYCLED_PLATFORM=ecs), configured as a user would configure it.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.demo import Timeline, free_port, read_logs, say, scrape, total, wait_ready
+from lifecycled.devstack.demo import Timeline
+from lifecycled.devstack.service_process import Values, say, service_process, total, verdict
 
 INSTANCES = 6
 WEB_TASKS = 12
@@ -101,48 +97,29 @@ async def run_demo(aws: AwsStack, workdir: Path) -> int:
         f"== ECS cluster {CLUSTER}: {INSTANCES} instances, service web ({WEB_TASKS} tasks behind "
         f"an ALB target group, deregistration delay 5 s), daemon log-agent, 3 standalone tasks"
     )
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         **aws.env(),
         "LIFECYCLED_PLATFORM": "ecs",
         "LIFECYCLED_ECS_CLUSTERS": CLUSTER,
         "LIFECYCLED_QUEUE_URL": queue.url,
-        "LIFECYCLED_METRICS_ADDRESS": f"127.0.0.1:{port}",
         "LIFECYCLED_SQS_WAIT_SECONDS": "2",
-        "LIFECYCLED_DRAIN_POLL_SECONDS": "0.5",
         "LIFECYCLED_ECS_TARGET_POLL_SECONDS": "0.5",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lifecycled.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
     timeline = EcsTimeline()
-    reader = asyncio.create_task(read_logs(proc.stderr, timeline, workdir / "lifecycled.log"))
     spot, scaled = instances[0], instances[2]
-    values: dict[tuple[str, tuple[Any, ...]], float] = {}
-    async with aiohttp.ClientSession() as session:
-        try:
-            await wait_ready(session, url, proc)
-            say(f"== lifecycled running (pid {proc.pid}), metrics at {url}/metrics")
-            say(f"== Spot interruption warning for {spot}; scaling in {scaled} (terminate hook)")
-            aws.send_spot_interruption(spot)
-            aws.scale_in(GROUP, scaled)
-            end = time.monotonic() + TIMEOUT
-            while time.monotonic() < end:
-                values = await scrape(session, url)
-                closed = total(values, "lifecycled_drain_duration_seconds_count")
-                if closed >= 2 and aws.lifecycle_state(scaled) is None:
-                    break
-                await asyncio.sleep(0.5)
-            values = await scrape(session, url)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 30)
-            await reader
+    async with service_process(env, timeline, workdir) as service:
+        say(f"== lifecycled running (pid {service.proc.pid}), metrics at {service.url}/metrics")
+        say(f"== Spot interruption warning for {spot}; scaling in {scaled} (terminate hook)")
+        aws.send_spot_interruption(spot)
+        aws.scale_in(GROUP, scaled)
+
+        def done(values: Values) -> bool:
+            closed = total(values, "lifecycled_drain_duration_seconds_count")
+            return closed >= 2 and aws.lifecycle_state(scaled) is None
+
+        values = await service.wait_for(done, TIMEOUT)
     timeline.print()
-    return summary(aws, values, code, spot, scaled, target_group, report_task, workdir)
+    return summary(aws, values, service.code, spot, scaled, target_group, report_task, service.log)
 
 
 def summary(
@@ -153,7 +130,7 @@ def summary(
     scaled: str,
     target_group: str,
     report_task: str,
-    workdir: Path,
+    log: Path,
 ) -> int:
     deregisters = aws.calls.of("DeregisterTargets")
     stops = aws.calls.of("StopTask")
@@ -177,8 +154,8 @@ def summary(
     say(f"  hooks completed:      {hooks}")
     say(f"  web targets now:      {len(aws.target_health(target_group))}")
     say(f"  instance {scaled} in the group: {aws.lifecycle_state(scaled) or 'terminated'}")
-    say(f"  service exit code:    {code}; full log: {workdir / 'lifecycled.log'}")
-    failures = []
+    say(f"  service exit code:    {code}; full log: {log}")
+    failures: list[str] = []
     if drained < 2:
         failures.append(f"only {int(drained)} of 2 drains finished")
     if early:
@@ -191,9 +168,7 @@ def summary(
         failures.append("the lifecycle hook was not completed")
     if code != 0:
         failures.append(f"lifecycled exited with {code}")
-    for failure in failures:
-        say(f"DEMO FAILED: {failure}")
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 def main() -> int:

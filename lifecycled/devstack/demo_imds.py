@@ -9,22 +9,18 @@ KUBECONFIG, AWS_ENDPOINT_URL and LIFECYCLED_* variables.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 from kubernetes_asyncio import client, config
 
 from lifecycled.devstack.aws import AwsStack
 from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
-from lifecycled.devstack.demo import Timeline, free_port, read_logs, say, scrape, total, wait_ready
+from lifecycled.devstack.demo import Timeline
 from lifecycled.devstack.imds import ImdsEmulator, in_thread
 from lifecycled.devstack.kube import KubeApiServerThread
+from lifecycled.devstack.service_process import say, service_process, total, verdict
 
 NODES = 4
 POLL_SECONDS = 1.0
@@ -57,45 +53,29 @@ async def run_demo(
     kubeconfig = workdir / "kubeconfig"
     configuration = client.Configuration()
     await config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         **aws.env(),
         **imds.env(),
         "KUBECONFIG": str(kubeconfig),
         "NODE_NAME": node,
         "LIFECYCLED_SOURCE": "imds",
         "LIFECYCLED_IMDS_POLL_SECONDS": str(POLL_SECONDS),
-        "LIFECYCLED_METRICS_ADDRESS": f"127.0.0.1:{port}",
-        "LIFECYCLED_DRAIN_POLL_SECONDS": "0.5",
         "LIFECYCLED_EVICTION_RETRY_SECONDS": "1",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lifecycled.cli", "run", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    assert proc.stderr is not None
     timeline = Timeline()
-    reader = asyncio.create_task(read_logs(proc.stderr, timeline, workdir / "lifecycled.log"))
-    values: dict[tuple[str, tuple[Any, ...]], float] = {}
-    async with client.ApiClient(configuration) as api, aiohttp.ClientSession() as session:
-        try:
-            await wait_ready(session, url, proc)
-            say(f"== lifecycled --source imds running for {node} (pid {proc.pid}), {url}/metrics")
-            before = len(await pods_left(api, node))
-            action = imds.set_spot_action()
-            say(f"== IMDS spot/instance-action now says {action}; {before} pods to move")
-            end = time.monotonic() + TIMEOUT
-            while time.monotonic() < end:
-                values = await scrape(session, url)
-                if total(values, "lifecycled_drain_duration_seconds_count"):
-                    break
-                await asyncio.sleep(0.5)
-            left = await pods_left(api, node)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            code = await asyncio.wait_for(proc.wait(), 30)
-            await reader
+    async with (
+        client.ApiClient(configuration) as api,
+        service_process(env, timeline, workdir) as service,
+    ):
+        say(f"== lifecycled --source imds running for {node} (pid {service.proc.pid})")
+        before = len(await pods_left(api, node))
+        action = imds.set_spot_action()
+        say(f"== IMDS spot/instance-action now says {action}; {before} pods to move")
+        values = await service.wait_for(
+            lambda v: bool(total(v, "lifecycled_drain_duration_seconds_count")), TIMEOUT
+        )
+        left = await pods_left(api, node)
+    code = service.code
     timeline.print()
     drained = total(values, "lifecycled_drain_duration_seconds_count", outcome="drained")
     say("\n== summary")
@@ -105,15 +85,13 @@ async def run_demo(
     say(f"  IMDS polls ok/error: {polls_ok}/{polls_failed}")
     say(f"  pods evicted:        {evicted}")
     say(f"  pods left on {node}: {len(left)}")
-    say(f"  service exit code:   {code}; full log: {workdir / 'lifecycled.log'}")
-    failures = []
+    say(f"  service exit code:   {code}; full log: {service.log}")
+    failures: list[str] = []
     if not drained or left:
         failures.append(f"{node} was not drained ({len(left)} pods left)")
     if code != 0:
         failures.append(f"lifecycled exited with {code}")
-    for failure in failures:
-        say(f"DEMO FAILED: {failure}")
-    return 1 if failures else 0
+    return verdict(failures)
 
 
 async def build(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> list[Machine]:

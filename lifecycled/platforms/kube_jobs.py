@@ -13,6 +13,7 @@ import contextlib
 import copy
 import json
 import logging
+import time
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import JsonDict, KubeClient
@@ -38,6 +39,7 @@ from lifecycled.settings import Settings
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ANNOTATION = PREFIX + "checkpoint"
+JOB_CACHE_SECONDS = 30.0
 # Labels and fields the API server generates for a Job: a copy carrying them is refused (422).
 GENERATED_LABELS = frozenset(
     {
@@ -174,7 +176,9 @@ class JobRequeuer:
         self._settings = settings
         self._metrics = metrics
         self._events = events
-        self._jobs: dict[tuple[str, str], JsonDict] = {}
+        # Job objects for the idempotency lookup: short-lived, so the cache cannot grow
+        # with every job the service ever saw, nor serve an annotation changed since.
+        self._jobs: dict[tuple[str, str], tuple[float, JsonDict | None]] = {}
 
     async def workload(self, pod: JsonDict) -> Workload:
         if not is_job_pod(pod):
@@ -188,13 +192,19 @@ class JobRequeuer:
         return Workload(is_job=True, idempotent=parse_flag(declared, default))
 
     async def _job(self, namespace: str, name: str) -> JsonDict | None:
+        now = time.monotonic()
         key = (namespace, name)
-        if key not in self._jobs:
-            try:
-                self._jobs[key] = await self._kube.get_job(namespace, name)
-            except NotFoundError:
-                return None
-        return self._jobs[key]
+        cached = self._jobs.get(key)
+        if cached is not None and now - cached[0] < JOB_CACHE_SECONDS:
+            return cached[1]
+        try:
+            job: JsonDict | None = await self._kube.get_job(namespace, name)
+        except NotFoundError:
+            job = None
+        for stale in [k for k, (at, _) in self._jobs.items() if now - at >= JOB_CACHE_SECONDS]:
+            del self._jobs[stale]
+        self._jobs[key] = (now, job)
+        return job
 
     async def requeue(self, pod: JsonDict, node: str, reason: str) -> bool:
         """True when the job was requeued (or already was); False: the caller evicts it."""

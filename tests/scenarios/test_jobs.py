@@ -116,12 +116,15 @@ async def test_hook_is_held_with_heartbeats_while_a_job_runs_and_released_when_i
         stack.aws.calls.clear()
         stack.aws.scale_in(group, machine.id)
         finished_at: list[float] = []
+        seen_running: list[float] = []
 
         async def job_finished() -> bool:
+            asked = time.monotonic()
             pod = await client.CoreV1Api(stack.api).read_namespaced_pod(pod_name, "batch")
             if pod.status.phase == "Succeeded":
                 finished_at.append(time.monotonic())
                 return True
+            seen_running.append(asked)
             return False
 
         await eventually(job_finished, within=20, every=0.05)
@@ -134,7 +137,9 @@ async def test_hook_is_held_with_heartbeats_while_a_job_runs_and_released_when_i
         await eventually(released, within=10)
         completes = stack.aws.calls.of("CompleteLifecycleAction")
         assert len(completes) == 1
-        assert 0 <= completes[0].time - finished_at[0] < 3.0
+        # Never released while the job was seen running; soon after it ended.
+        assert completes[0].time > seen_running[-1]
+        assert completes[0].time - finished_at[0] < 3.0
         heartbeats = stack.aws.calls.of("RecordLifecycleActionHeartbeat")
         assert len(heartbeats) >= 2
         assert all(c.status == 200 for c in heartbeats)
