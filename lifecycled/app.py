@@ -47,7 +47,8 @@ class Service:
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
-            ownership = Ownership(aws, settings)
+            # A DaemonSet pod only ever hears about its own machine: no tag check there.
+            ownership = Ownership(aws, settings) if settings.source == "sqs" else None
             coordinator = Coordinator(platform, hooks, settings, metrics, ownership=ownership)
             self.coordinator = coordinator
             log.info(
