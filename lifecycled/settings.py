@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     # `release` it for another cluster's handler (a shared queue).
     not_ours: Literal["delete", "release"] = "delete"
     not_ours_visibility_seconds: int = Field(default=2, ge=0, le=43200)
-    not_ours_max_forwards: int = Field(default=10, ge=0)
+    not_ours_max_forwards: int = Field(default=60, ge=0)
 
     # External calls.
     api_timeout_seconds: float = Field(default=10.0, gt=0)

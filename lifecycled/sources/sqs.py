@@ -196,7 +196,9 @@ class SqsSource:
             self._queue_url,
             message.body,
             forwards=message.forwards + 1,
-            delay_seconds=self._settings.not_ours_visibility_seconds,
+            # Visible at once: a new message is offered to every waiting long poll alike,
+            # where a visibility timeout running out favours whoever polls next (often us).
+            delay_seconds=0,
         )
         await self._delete(message)
         self._metrics.not_ours_messages.labels("forwarded").inc()
