@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from lifecycled.coordinator import Disposition, action_table
 from lifecycled.errors import ConfigError
 from lifecycled.events import Action, Notice, NoticeKind, default_action, parse_message
 from lifecycled.explain import actions_from_env, explain
+from lifecycled.jobs import IDEMPOTENT_ANNOTATION, JOB_ANNOTATION
+from lifecycled.observe import Metrics
 from lifecycled.ownership import has_owner_tag, tag_rule
+from lifecycled.platforms.kube_jobs import JobRequeuer
+from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.settings import load_settings
 from lifecycled.sources.sqs import _concerns_others
 from tests.events.conftest import fixture_bytes
@@ -118,3 +124,30 @@ def test_a_message_concerns_others_when_any_instance_is_not_ours() -> None:
 def test_an_owner_tag_needs_a_key() -> None:
     with pytest.raises(ConfigError):
         load_settings(**Q, owner_tag="=batch")
+
+
+def pod(name: str, **annotations: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "batch", "uid": name, "annotations": annotations},
+        "status": {"phase": "Running"},
+    }
+
+
+async def test_the_preview_says_what_vacate_would_do_to_each_pod() -> None:
+    jobs = JobRequeuer(None, None, load_settings(**Q), Metrics(), None)  # type: ignore[arg-type]
+    job = {JOB_ANNOTATION: "true", IDEMPOTENT_ANNOTATION: "false"}
+    retriable = {JOB_ANNOTATION: "true", IDEMPOTENT_ANNOTATION: "true"}
+    daemon = pod("agent")
+    daemon["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent"}]
+    pods = [pod("web"), pod("report", **job), pod("etl", **retriable), daemon]
+
+    far = await preview_pods(pods, jobs, remaining=3600, stop_lead=180)
+    assert [(p["pod"], p["do"]) for p in far] == [
+        ("batch/web", "evict"),
+        ("batch/report", "wait"),
+        ("batch/etl", "wait"),
+        ("batch/agent", "skip"),
+    ]
+    near = await preview_pods(pods, jobs, remaining=60, stop_lead=180)
+    assert [p["do"] for p in near] == ["evict", "requeue", "evict", "skip"]
+    assert "DaemonSet" in near[3]["why"]
