@@ -36,8 +36,8 @@ from lifecycled.settings import Settings, load_settings
 
 def main_node(node: str, body: bytes | None, *, deadline_seconds: float | None = None) -> int:
     try:
-        # explain consumes nothing: the queue URL is not needed.
-        settings = load_settings(source="imds", node_name=node)
+        # explain consumes nothing and leads nothing: no queue URL, no Lease.
+        settings = load_settings(source="imds", node_name=node, leader_election=False)
     except ConfigError as exc:
         print(f"lifecycled explain: invalid settings: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -72,7 +72,7 @@ async def explain_node(
 ) -> dict[str, object]:
     metrics = Metrics()
     async with (
-        AwsClients.open(settings, metrics, ("ec2", "sqs")) as aws,
+        AwsClients.open(settings, metrics, ("ec2",)) as aws,
         KubeClient.open(metrics, settings.api_timeout_seconds) as kube,
     ):
         current = await kube.get_node(node)
