@@ -183,10 +183,13 @@ class Coordinator:
         action = default_action(notice, actions=self._actions)
         hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
         if action not in (Action.DRAIN, Action.CORDON):
-            if hook is not None and open_drain is None:
-                # Never leave a hook to time out silently: no drain, but the hook is released.
-                return await self._release_without_drain(notice, instance_id, hook, action)
-            return self._recorded(notice, instance_id, f"action {action}")
+            if hook is None:
+                return self._recorded(notice, instance_id, f"action {action}")
+            # Never leave a hook to time out silently: a drain under way holds and releases
+            # it; otherwise it is released at once.
+            if open_drain is not None and await open_drain[0].merge(None, hook) is not None:
+                return Disposition.MERGED
+            return await self._release_without_drain(notice, instance_id, hook, action)
         if open_drain is not None:
             if await open_drain[0].merge(notice.deadline, hook) is not None:
                 return Disposition.MERGED
