@@ -62,6 +62,9 @@ def main_node(node: str, body: bytes | None, *, deadline_seconds: float | None =
     except LifecycledError as exc:
         print(f"lifecycled explain: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
+    except Exception as exc:  # no region, no kubeconfig...: say so, no traceback
+        print(f"lifecycled explain: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
     obj["notice"] = notice_obj
     print(json.dumps(obj))
     return EXIT_PARSED
