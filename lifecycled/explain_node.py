@@ -24,7 +24,14 @@ from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import KubeClient
 from lifecycled.coordinator import action_table
 from lifecycled.errors import ConfigError, LifecycledError
-from lifecycled.events import Action, InstanceId, Notice, NoticeKind, default_action
+from lifecycled.events import (
+    Action,
+    InstanceId,
+    Notice,
+    NoticeKind,
+    default_action,
+    parse_message,
+)
 from lifecycled.events.times import format_time
 from lifecycled.explain import EXIT_PARSED, EXIT_UNREADABLE, explain
 from lifecycled.observe import Metrics
@@ -53,12 +60,11 @@ def main_node(node: str, body: bytes | None, *, deadline_seconds: float | None =
         if code != EXIT_PARSED:
             print(json.dumps(notice_obj))
             return code
-        from lifecycled.events import parse_message
-
         parsed = parse_message(body)
         notice = parsed if isinstance(parsed, Notice) else None
     try:
-        obj = asyncio.run(explain_node(node, notice, settings, deadline_seconds))
+        # Without a message a Spot warning is assumed; an ignored message asks for nothing.
+        obj = asyncio.run(explain_node(node, notice, settings, deadline_seconds, body is None))
     except LifecycledError as exc:
         print(f"lifecycled explain: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
@@ -71,7 +77,11 @@ def main_node(node: str, body: bytes | None, *, deadline_seconds: float | None =
 
 
 async def explain_node(
-    node: str, notice: Notice | None, settings: Settings, deadline_seconds: float | None
+    node: str,
+    notice: Notice | None,
+    settings: Settings,
+    deadline_seconds: float | None,
+    assume_spot: bool = True,
 ) -> dict[str, object]:
     metrics = Metrics()
     async with (
@@ -82,7 +92,11 @@ async def explain_node(
         instance = instance_id_of(current)
         platform = KubernetesPlatform(kube, aws, settings, metrics)
         why = await _why_not_ours(node, instance, settings, aws, kube)
-        record = _record(node, instance, notice, settings, deadline_seconds)
+        record = (
+            _record(node, instance, notice, settings, deadline_seconds)
+            if notice is not None or assume_spot
+            else None
+        )
         result: dict[str, object] = {
             "node": node,
             "instance_id": instance,
