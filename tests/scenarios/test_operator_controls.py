@@ -413,3 +413,27 @@ async def test_explain_node_says_what_a_drain_would_do(
     evicted = [p for p in obj["pods"] if p["do"] == "evict"]
     assert len(evicted) == len(evictable(await pods_on(stack.api, node)))
     assert not [r for r in stack.kube.requests if r.verb in MUTATING_VERBS]
+
+
+async def test_nodes_outside_the_selector_are_not_ours(stack: Stack, service_for) -> None:
+    zone = stack.machines[0].az
+    inside = stack.machines[0]
+    outside = next(m for m in stack.machines if m.az != zone)
+    selector = f"topology.kubernetes.io/zone={zone}"
+    async with service_for(node_selector=selector) as service:
+        stack.aws.send_spot_interruption(outside.instance_id)
+        stack.aws.send_spot_interruption(inside.instance_id)
+
+        async def judged() -> bool:
+            return (
+                metric(service, "lifecycled_unknown_instances_total", kind=SPOT) == 1
+                and metric(
+                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
+                )
+                == 1
+            )
+
+        await eventually(judged, within=30)
+        assert metric(service, "lifecycled_not_ours_messages_total", outcome="deleted") == 1
+        assert not (await read_node(stack, outside.instance_id)).spec.unschedulable
+        assert (await read_node(stack, inside.instance_id)).spec.unschedulable
