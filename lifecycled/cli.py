@@ -22,6 +22,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             default=None,
             help=f"{field.description or ''} (env LIFECYCLED_{name.upper()})".strip(),
         )
+    # The earlier name of --rebalance-recommendation-action, still accepted.
+    run.add_argument("--rebalance-action", dest="rebalance_recommendation_action", default=None)
 
 
 async def _serve(settings: Settings) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from lifecycled import cli
 from lifecycled.coordinator import Disposition, action_table
 from lifecycled.errors import ConfigError
 from lifecycled.events import Action, Notice, NoticeKind, default_action, parse_message
@@ -151,3 +152,15 @@ async def test_the_preview_says_what_vacate_would_do_to_each_pod() -> None:
     near = await preview_pods(pods, jobs, remaining=60, stop_lead=180)
     assert [p["do"] for p in near] == ["evict", "requeue", "evict", "skip"]
     assert "DaemonSet" in near[3]["why"]
+
+
+def test_the_older_flag_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    async def serve(settings: Any) -> None:
+        seen["settings"] = settings
+
+    monkeypatch.setattr(cli, "_serve", serve)
+    monkeypatch.setattr(cli, "setup_logging", lambda *_: None)
+    assert cli.main(["run", "--queue-url", "http://q", "--rebalance-action", "drain"]) == 0
+    assert seen["settings"].rebalance_recommendation_action == "drain"
