@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short lint format install clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short lint format install package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,22 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format lifecycled tests bench
 	$(VENV)/bin/ruff check --fix lifecycled tests bench
+
+# The image, the Helm chart and the AWS templates, checked offline (tools/package_check.py).
+PACKAGE_STAMP := $(VENV)/.installed-package
+
+$(PACKAGE_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,package]'
+	touch $(PACKAGE_STAMP)
+
+$(VENV)/bin/helm: tools/get_helm.py | $(PY)
+	$(PY) tools/get_helm.py $@
+	touch $@
+
+package-check: $(PACKAGE_STAMP) $(VENV)/bin/helm
+	$(VENV)/bin/ruff check tools
+	$(VENV)/bin/ruff format --check tools
+	$(PY) tools/package_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -43,7 +43,7 @@ class Service:
             self.addresses = await stack.enter_async_context(
                 serve_http(host, port, metrics, self.ready)
             )
-            services = AWS_SERVICES + (ECS_SERVICES if settings.platform == "ecs" else ())
+            services = AWS_SERVICES + aws_services_for(settings)
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
@@ -72,6 +72,14 @@ class Service:
                 await work(stop, self.ready)
             self.ready.clear()
             log.info("lifecycled stopped")
+
+
+def aws_services_for(settings: Settings) -> tuple[str, ...]:
+    """The AWS clients a platform needs beyond the common ones."""
+    if settings.platform == "ecs":
+        return ECS_SERVICES
+    wanted = {"elbv2": settings.lb_target_groups_configured, "elb": bool(settings.lb_classic_names)}
+    return tuple(service for service, needed in wanted.items() if needed)
 
 
 @contextlib.asynccontextmanager

@@ -187,6 +187,32 @@ class Metrics:
             registry=r,
         )
 
+        # Load balancers first (Kubernetes mode).
+        self.lb_deregistrations = Counter(
+            "lifecycled_lb_deregistrations_total",
+            "Nodes taken out of a load balancer before eviction, by kind (target_group, classic).",
+            ["kind"],
+            registry=r,
+        )
+        self.lb_registrations = Counter(
+            "lifecycled_lb_registrations_total",
+            "Nodes put back into a load balancer when their drain was cancelled, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.lb_wait = Histogram(
+            "lifecycled_lb_wait_seconds",
+            "From deregistration to the first eviction, by outcome (unused, delay_passed, capped).",
+            ["outcome"],
+            buckets=(*FAST_BUCKETS, 120, 300, 600),
+            registry=r,
+        )
+        self.lb_errors = Counter(
+            "lifecycled_lb_errors_total",
+            "Load balancer steps that failed; the drain went on without them.",
+            registry=r,
+        )
+
     @contextmanager
     def api_call(self, api: str, operation: str) -> Iterator[None]:
         """Time one external call and count its outcome (ok / error class name)."""

@@ -22,6 +22,14 @@ def _split_csv(value: object) -> object:
     return value
 
 
+def _split_tags(value: object) -> object:
+    """`team=web,env=prod` -> {"team": "web", "env": "prod"}; `key` alone matches any value."""
+    if isinstance(value, str):
+        pairs = (part.strip().partition("=") for part in value.split(",") if part.strip())
+        return {key.strip(): (text.strip() if sep else None) for key, sep, text in pairs}
+    return value
+
+
 def _split_floats(value: object) -> object:
     if isinstance(value, str):
         return tuple(float(part) for part in value.split(",") if part.strip())
@@ -135,6 +143,18 @@ class Settings(BaseSettings):
     ecs_target_poll_seconds: float = Field(default=1.0, gt=0)  # DescribeTargetHealth interval
     _ecs_csv = field_validator("ecs_clusters", "ecs_daemon_services", mode="before")(_split_csv)
 
+    # Load balancers (Kubernetes mode): take the node out before evicting its pods.
+    # Target groups to look in (ARNs), and/or tags that pick target groups (all must match).
+    lb_target_groups: Annotated[frozenset[str], NoDecode] = frozenset()
+    lb_target_group_tags: Annotated[dict[str, str | None], NoDecode] = Field(default_factory=dict)
+    lb_classic_names: Annotated[frozenset[str], NoDecode] = frozenset()  # Classic ELB names
+    lb_cache_seconds: float = Field(default=60.0, ge=0)  # target group list and attributes
+    lb_max_wait_seconds: float = Field(default=300.0, ge=0)  # longest wait for draining
+    lb_poll_seconds: float = Field(default=1.0, gt=0)  # DescribeTargetHealth interval
+    lb_exclude_label: bool = True  # node.kubernetes.io/exclude-from-external-load-balancers
+    _lb_csv = field_validator("lb_target_groups", "lb_classic_names", mode="before")(_split_csv)
+    _lb_tags = field_validator("lb_target_group_tags", mode="before")(_split_tags)
+
     _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
     _floats = field_validator("retry_delays", mode="before")(_split_floats)
 
@@ -148,18 +168,19 @@ class Settings(BaseSettings):
             )
         if self.owner_tag is not None and not self.owner_tag.partition("=")[0].strip():
             raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
-        if self.leader_election and (self.source != "sqs" or self.platform != "kubernetes"):
-            # The Lease lives in Kubernetes, and a DaemonSet pod only ever acts on its node.
-            raise ValueError(
-                "LIFECYCLED_LEADER_ELECTION needs LIFECYCLED_SOURCE=sqs and "
-                "LIFECYCLED_PLATFORM=kubernetes; run one ECS handler per queue"
-            )
+        if self.leader_election and self.source != "sqs":
+            # A DaemonSet pod only ever acts on its own node: there is nothing to elect.
+            raise ValueError("LIFECYCLED_LEADER_ELECTION is for queue mode (LIFECYCLED_SOURCE=sqs)")
         return self
 
     @property
     def rebalance_action(self) -> ActionName:
         """The earlier name of `rebalance_recommendation_action`."""
         return self.rebalance_recommendation_action
+
+    @property
+    def lb_target_groups_configured(self) -> bool:
+        return bool(self.lb_target_groups or self.lb_target_group_tags)
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:

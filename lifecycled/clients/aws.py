@@ -36,6 +36,14 @@ TEMPORARY_CODES = frozenset(
         "SlowDown",
     }
 )
+NOT_FOUND_CODES = frozenset(
+    {
+        "InvalidInstanceID.NotFound",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "TargetGroupNotFound",
+        "LoadBalancerNotFound",
+    }
+)
 TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
 # How many times a message was passed on to other clusters' handlers (a shared queue).
 FORWARDS_ATTRIBUTE = "lifecycled-forwards"
@@ -74,7 +82,7 @@ def translate(exc: Exception) -> Exception:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in TEMPORARY_CODES or status >= 500:
             return TemporaryError(message)
-        if code in {"InvalidInstanceID.NotFound", "AWS.SimpleQueueService.NonExistentQueue"}:
+        if code in NOT_FOUND_CODES:
             return NotFoundError(message)
         return PermanentError(message)
     if isinstance(exc, BotoCoreError):
@@ -426,16 +434,23 @@ class AwsClients:
             Targets=[t.as_param() for t in targets],
         )
 
-    async def target_states(
-        self, target_group: str, targets: list[LbTarget]
-    ) -> dict[LbTarget, str]:
-        """`healthy`, `draining`, `unused`, ... per target (`unused`: not registered)."""
-        reply = await self._call(
+    async def register_targets(self, target_group: str, targets: list[LbTarget]) -> None:
+        await self._call(
             "elbv2",
-            "describe_target_health",
+            "register_targets",
             TargetGroupArn=target_group,
             Targets=[t.as_param() for t in targets],
         )
+
+    async def target_states(
+        self, target_group: str, targets: list[LbTarget] | None = None
+    ) -> dict[LbTarget, str]:
+        """`healthy`, `draining`, `unused`, ... per target (`unused`: not registered).
+        Without `targets`: every registered target of the group, draining ones included."""
+        params: dict[str, Any] = {"TargetGroupArn": target_group}
+        if targets is not None:
+            params["Targets"] = [t.as_param() for t in targets]
+        reply = await self._call("elbv2", "describe_target_health", **params)
         states: dict[LbTarget, str] = {}
         for found in reply.get("TargetHealthDescriptions", []):
             target = found.get("Target", {})
@@ -451,6 +466,87 @@ class AwsClients:
             if attribute.get("Key") == "deregistration_delay.timeout_seconds":
                 return float(attribute.get("Value") or 0)
         return 300.0  # AWS's default
+
+    async def describe_target_groups(self, arns: list[str] | None = None) -> list[TargetGroupInfo]:
+        """The named target groups, or every target group in the region."""
+        found: list[TargetGroupInfo] = []
+        for batch in _batches(arns, 20) if arns else [None]:
+            marker: str | None = None
+            while True:
+                params: dict[str, Any] = {"TargetGroupArns": batch} if batch else {}
+                if marker:
+                    params["Marker"] = marker
+                reply = await self._call("elbv2", "describe_target_groups", **params)
+                found.extend(TargetGroupInfo.of(g) for g in reply.get("TargetGroups", []))
+                marker = reply.get("NextMarker")
+                if not marker:
+                    break
+        return found
+
+    async def target_group_tags(self, arns: list[str]) -> dict[str, dict[str, str]]:
+        """ARN -> tags (DescribeTags takes 20 resources a call)."""
+        tags: dict[str, dict[str, str]] = {}
+        for batch in _batches(arns, 20):
+            reply = await self._call("elbv2", "describe_tags", ResourceArns=batch)
+            for described in reply.get("TagDescriptions", []):
+                tags[str(described["ResourceArn"])] = {
+                    str(t["Key"]): str(t.get("Value", "")) for t in described.get("Tags", [])
+                }
+        return tags
+
+    # --- Classic ELB -----------------------------------------------------------------------
+
+    async def classic_instances(self, names: list[str]) -> dict[str, list[str]]:
+        """Classic load balancer name -> the instance ids registered with it."""
+        found: dict[str, list[str]] = {}
+        for batch in _batches(names, 20):
+            reply = await self._call(
+                "elb", "describe_load_balancers", LoadBalancerNames=batch, PageSize=20
+            )
+            for lb in reply.get("LoadBalancerDescriptions", []):
+                found[str(lb["LoadBalancerName"])] = [
+                    str(i["InstanceId"]) for i in lb.get("Instances", [])
+                ]
+        return found
+
+    async def classic_instance_state(self, name: str, instance_id: str) -> str:
+        """`InService` (also while its connections drain), `OutOfService`, `Unknown`."""
+        try:
+            reply = await self._call(
+                "elb",
+                "describe_instance_health",
+                LoadBalancerName=name,
+                Instances=[{"InstanceId": instance_id}],
+            )
+        except PermanentError as exc:
+            if "InvalidInstance" in str(exc):
+                return "Unknown"  # not registered
+            raise
+        for state in reply.get("InstanceStates", []):
+            return str(state.get("State", "Unknown"))
+        return "Unknown"
+
+    async def deregister_from_classic(self, name: str, instance_id: str) -> None:
+        await self._call(
+            "elb",
+            "deregister_instances_from_load_balancer",
+            LoadBalancerName=name,
+            Instances=[{"InstanceId": instance_id}],
+        )
+
+    async def register_with_classic(self, name: str, instance_id: str) -> None:
+        await self._call(
+            "elb",
+            "register_instances_with_load_balancer",
+            LoadBalancerName=name,
+            Instances=[{"InstanceId": instance_id}],
+        )
+
+    async def classic_draining_timeout(self, name: str) -> float:
+        """Connection draining's timeout; 0 when draining is off (deregistration is at once)."""
+        reply = await self._call("elb", "describe_load_balancer_attributes", LoadBalancerName=name)
+        draining = reply.get("LoadBalancerAttributes", {}).get("ConnectionDraining", {})
+        return float(draining.get("Timeout") or 300) if draining.get("Enabled") else 0.0
 
 
 def _forwards(message: dict[str, Any]) -> int:
@@ -617,6 +713,16 @@ class LbTarget:
 
     def as_param(self) -> dict[str, Any]:
         return {"Id": self.id, "Port": self.port}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetGroupInfo:
+    arn: str
+    target_type: str  # instance | ip | lambda | alb
+
+    @classmethod
+    def of(cls, raw: dict[str, Any]) -> TargetGroupInfo:
+        return cls(arn=str(raw["TargetGroupArn"]), target_type=str(raw.get("TargetType", "")))
 
 
 def _token(token: str) -> dict[str, str]:

@@ -20,6 +20,7 @@ from lifecycled.jobs import Decision, decide
 from lifecycled.observe import EventRecorder, Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
+from lifecycled.platforms.kube_lb import LoadBalancers
 from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
 from lifecycled.retry import retry
@@ -166,6 +167,7 @@ class _Vacating:
     next_try: dict[str, float] = field(default_factory=dict)  # pod uid -> loop time
     waiting: dict[str, tuple[float, str]] = field(default_factory=dict)  # uid -> (since, pod)
     hold_reported: bool = False
+    balancers_done: bool = False  # the node is out of its load balancers (or in none)
 
 
 class KubernetesPlatform:
@@ -178,6 +180,7 @@ class KubernetesPlatform:
         self._index = NodeIndex(kube, aws, settings.node_cache_seconds, settings.node_selector)
         self._events = EventRecorder(kube.create_event)
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
+        self._balancers = LoadBalancers(kube, aws, settings, metrics)
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
@@ -197,13 +200,17 @@ class KubernetesPlatform:
                 patch["spec"] = {"unschedulable": True, "taints": with_taint(current, record.kind)}
                 if cordoned_by_others(current):
                     patch["metadata"]["annotations"][CORDONED_BEFORE_ANNOTATION] = "true"
+                self._balancers.exclude(current, record, patch)
             await self._kube.patch_node(node, patch)
 
         await retry(attempt, delays=self._settings.retry_delays, what=f"record drain on {node}")
 
     async def uncordon(self, node: str, record: DrainRecord) -> None:
         """Our taint off, the cordon lifted unless it was there before us, `record` written: one
-        patch guarded by the node's resourceVersion; other taints are kept."""
+        patch guarded by the node's resourceVersion; other taints are kept. The node goes
+        back into the load balancers this drain took it out of, and loses the exclude label
+        if we put it there."""
+        await self._balancers.give_back(node)
 
         async def attempt() -> None:
             current = await self._kube.get_node(node)
@@ -220,6 +227,7 @@ class KubernetesPlatform:
             }
             if CORDONED_BEFORE_ANNOTATION not in (metadata.get("annotations") or {}):
                 patch["spec"]["unschedulable"] = None
+            self._balancers.include(current, patch)
             await self._kube.patch_node(node, patch)
 
         await retry(attempt, delays=self._settings.retry_delays, what=f"uncordon {node}")
@@ -267,6 +275,11 @@ class KubernetesPlatform:
         state = _Vacating()
         while True:
             pods = [p for p in await self._list_pods(node) if not is_skipped(p)]
+            if not state.balancers_done:
+                # Load balancers first: no eviction until the node is out of them.
+                state.balancers_done = True
+                if await self._balancers.take_out(node, drain, pods):
+                    continue  # time passed: list the pods again
             self._observe_finished_jobs(node, state, pods)
             if not pods:
                 return True

@@ -21,10 +21,11 @@ NOT_IN_ECS_MODE = (
     "devstack/",
     "platforms/kubernetes.py",
     "platforms/kube_jobs.py",
+    "platforms/kube_lb.py",
     "sources/imds.py",
     "clients/",
 )
-IAM_PREFIX = {"elbv2": "elasticloadbalancing"}
+IAM_PREFIX = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
 # Not an API call, but RunTask needs it for task definitions with task/execution roles.
 IMPLIED = {"iam:PassRole"}
 

@@ -109,7 +109,7 @@ def test_settings_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError):
         load_settings(queue_url="http://q", rebalance_action="explode")
     with pytest.raises(ConfigError, match="LEADER_ELECTION"):
-        load_settings(queue_url="http://q", platform="ecs", leader_election=True)
+        load_settings(source="imds", node_name="n1", leader_election=True)
 
 
 async def test_retry_retries_temporary_errors_and_honours_their_delay() -> None:

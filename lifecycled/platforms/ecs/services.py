@@ -8,24 +8,16 @@ the task's stopTimeout still fits before the drain's cutoff.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections import defaultdict
-from typing import Generic, TypeVar
 
 from lifecycled.clients.aws import AwsClients, EcsService, EcsTask, LbTarget, TaskDefinitionInfo
-from lifecycled.errors import PermanentError
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
+from lifecycled.platforms.targets import Cache, TargetGroups, WaitOutcome, wait_gone
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-GONE_STATES = frozenset({"unused"})  # `unused` + Target.NotRegistered: out of the group
 
 
 def targets_of(task: EcsTask, service: EcsService, instance_id: str) -> dict[str, list[LbTarget]]:
@@ -41,26 +33,6 @@ def targets_of(task: EcsTask, service: EcsService, instance_id: str) -> dict[str
     return dict(found)
 
 
-class Cache(Generic[K, V]):
-    """A small time-bounded cache (task definitions, services, target group delays)."""
-
-    def __init__(self, max_age: float) -> None:
-        self._max_age = max_age
-        self._items: dict[K, tuple[float, V]] = {}
-
-    def get(self, key: K) -> V | None:
-        hit = self._items.get(key)
-        if hit is None or time.monotonic() - hit[0] > self._max_age:
-            return None
-        return hit[1]
-
-    def put(self, key: K, value: V) -> V:
-        if len(self._items) > 1000:
-            self._items.clear()
-        self._items[key] = (time.monotonic(), value)
-        return value
-
-
 class ServiceTasks:
     def __init__(self, aws: AwsClients, settings: Settings, metrics: Metrics) -> None:
         self._aws = aws
@@ -70,7 +42,7 @@ class ServiceTasks:
             settings.node_cache_seconds
         )
         self._definitions: Cache[str, TaskDefinitionInfo] = Cache(float("inf"))
-        self._delays: Cache[str, float] = Cache(settings.node_cache_seconds)
+        self._groups = TargetGroups(aws, settings.node_cache_seconds)
 
     async def service(self, cluster: str, name: str) -> EcsService | None:
         key = (cluster, name)
@@ -118,12 +90,7 @@ class ServiceTasks:
 
     async def _deregister(self, groups: dict[str, list[LbTarget]], instance: str) -> None:
         for group, targets in groups.items():
-            try:
-                await self._aws.deregister_targets(group, targets)
-            except PermanentError as exc:
-                if "InvalidTarget" not in str(exc):
-                    raise
-                # Not registered (any more): ECS, or an earlier attempt, was first.
+            await self._groups.deregister(group, targets)
             self._metrics.targets_deregistered.inc(len(targets))
             log.info(
                 "targets deregistered",
@@ -134,35 +101,22 @@ class ServiceTasks:
                 ),
             )
 
-    async def _delay(self, group: str) -> float:
-        cached = self._delays.get(group)
-        if cached is None:
-            cached = self._delays.put(group, await self._aws.deregistration_delay(group))
-        return cached
-
     async def _wait_gone(
         self, groups: dict[str, list[LbTarget]], drain: DrainState, stop_timeout: float
     ) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        delay = max([await self._delay(group) for group in groups], default=0.0)
-        poll = self._settings.ecs_target_poll_seconds
-        pending = dict(groups)
-        while pending:
-            # The task still needs stopTimeout after StopTask; the cutoff may move earlier.
-            until = min(started + delay + poll, drain.cutoff() - stop_timeout)
-            for group, targets in list(pending.items()):
-                states = await self._aws.target_states(group, targets)
-                if all(states.get(t, "unused") in GONE_STATES for t in targets):
-                    del pending[group]
-            now = loop.time()
-            if not pending or now >= until:
-                break
-            await asyncio.sleep(max(0.0, min(poll, until - now)))
-        outcome = "cut_short" if pending else "left"
-        self._metrics.target_drain_wait.labels(outcome).observe(loop.time() - started)
-        if pending:
+        delay = max([await self._groups.delay(group) for group in groups], default=0.0)
+        checks = [lambda g=g, t=t: self._groups.gone(g, t) for g, t in groups.items()]
+        # The task still needs stopTimeout after StopTask; the cutoff may move earlier.
+        outcome, waited = await wait_gone(
+            checks,
+            delay=delay,
+            limit=lambda: drain.cutoff() - stop_timeout,
+            poll=self._settings.ecs_target_poll_seconds,
+        )
+        left = outcome is WaitOutcome.UNUSED
+        self._metrics.target_drain_wait.labels("left" if left else "cut_short").observe(waited)
+        if not left:
             log.warning(
                 "stopping a task whose targets are still draining: no time left",
-                extra=fields(target_groups=len(pending), waited=round(loop.time() - started, 3)),
+                extra=fields(target_groups=len(groups), waited=round(waited, 3)),
             )

@@ -1,0 +1,561 @@
+"""Offline checks of what lifecycled ships: the image, the Helm chart, the AWS templates.
+
+    make package-check        (installs the tools into .venv first)
+    python tools/package_check.py [--keep DIR]
+
+Each scenario in helm/lifecycled/ci/*.yaml is rendered with `helm template` and checked:
+the built-in kinds against Kubernetes 1.32's and 1.25's schemas (kubernetes-validate --strict), the
+Prometheus Operator kinds (no schema offline) by their structure and PromQL, and all of it
+against the code: the container's environment must load as lifecycled's Settings, the RBAC
+rules must be exactly the API calls lifecycled/clients/ makes, the alerts may only use
+metrics and labels lifecycled/observe.py defines. The CloudFormation template is linted and
+its EventBridge rules compared with lifecycled/devstack/aws/rules.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import importlib.util
+import inspect
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "helm" / "lifecycled"
+BIN = Path(sys.executable).parent
+# The version the brief targets, and the oldest the chart admits (Chart.yaml kubeVersion).
+KUBERNETES_VERSIONS = ("1.32.0", "1.25.0")
+NAMESPACE = "lifecycled"
+RELEASE = "lifecycled"
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+Doc = dict[str, Any]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+def expect(condition: object, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    expect(found, f"{name} is not installed: run `make package-check` (it installs the tools)")
+    return str(found)
+
+
+def run(*cmd: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    if ok and done.returncode != 0:
+        raise CheckFailed(f"$ {' '.join(cmd)}\n{done.stdout}{done.stderr}".rstrip())
+    return done
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def merged(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {k: merged(base[k], over[k]) if k in base else over[k] for k in over} | {
+            k: v for k, v in base.items() if k not in over
+        }
+    return over
+
+
+def scenario_values(path: Path) -> Doc:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    return merged(defaults, yaml.safe_load(path.read_text()) or {})  # type: ignore[no-any-return]
+
+
+def render(*args: str) -> list[Doc]:
+    done = run(tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def fullname(values: Doc) -> str:
+    return str(values.get("fullnameOverride") or RELEASE)  # release name contains the chart's
+
+
+# --- what the code does ------------------------------------------------------------------
+
+VERBS = {"read": "get", "list": "list", "patch": "patch", "create": "create",
+         "delete": "delete", "replace": "update"}  # fmt: skip
+GROUPS = {"_core": "", "_batch": "batch"}
+
+
+def api_permission(group: str, method: str) -> tuple[str, str, str]:
+    """kubernetes_asyncio method name -> (apiGroup, resource, verb)."""
+    verb, _, rest = method.partition("_")
+    rest = rest.removesuffix("_for_all_namespaces").removeprefix("namespaced_")
+    resource, _, sub = rest.partition("_")
+    plural = resource + ("es" if resource.endswith("s") else "s")
+    return group, f"{plural}/{sub}" if sub else plural, VERBS[verb]
+
+
+def kube_permissions() -> set[tuple[str, str, str]]:
+    """Every (group, resource, verb) behind KubeClient's calls in lifecycled/clients/kube.py."""
+    tree = ast.parse((ROOT / "lifecycled" / "clients" / "kube.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        # self._request("op", self._core.read_node, ...)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
+            target = node.args[1]
+            assert isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute)
+            found.add(api_permission(GROUPS[target.value.attr], target.attr))
+    expect(found, "found no Kubernetes calls in clients/kube.py")
+    return found
+
+
+def lease_permissions() -> set[tuple[str, str, str]]:
+    """What the client library's LeaseLock (used by clients/leader.py) calls."""
+    from kubernetes_asyncio.leaderelection.resourcelock import leaselock
+
+    methods = set(re.findall(r"api_instance\.(\w+)\(", inspect.getsource(leaselock)))
+    expect(methods, "found no calls in kubernetes_asyncio's LeaseLock")
+    return {api_permission("coordination.k8s.io", m) for m in methods}
+
+
+def rbac_rules(doc: Doc) -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in doc.get("rules", [])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def metric_names() -> dict[str, set[str]]:
+    """Exposed series names -> label names, from lifecycled's own Metrics."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from lifecycled.observe import Metrics
+
+    names: dict[str, set[str]] = {}
+    for metric in vars(Metrics()).values():
+        labels = set(getattr(metric, "_labelnames", ()))
+        if isinstance(metric, Counter):
+            suffixes = ["_total", "_created"]
+        elif isinstance(metric, Histogram):
+            suffixes, labels = ["_bucket", "_sum", "_count", "_created"], labels | {"le"}
+        elif isinstance(metric, Gauge):
+            suffixes = [""]
+        else:
+            continue
+        for suffix in suffixes:
+            names[metric._name + suffix] = labels
+    return names
+
+
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    for key in list(os.environ):
+        if key.startswith(("LIFECYCLED_", "POD_", "NODE_NAME")):
+            del os.environ[key]
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+FIELD_REFS = {"metadata.name": "lifecycled-abc12", "metadata.namespace": NAMESPACE,
+              "spec.nodeName": "ip-10-0-0-1.ec2.internal"}  # fmt: skip
+
+
+def container_env(container: Doc) -> dict[str, str]:
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = str(var["value"])
+        else:
+            env[var["name"]] = FIELD_REFS[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+# --- checks of one rendered scenario -----------------------------------------------------
+
+TARGET_LABELS = {"namespace", "job", "pod", "instance", "service", "container", "endpoint"}
+
+
+def check_workload(values: Doc, docs: list[Doc]) -> None:
+    from lifecycled.settings import Settings, load_settings
+
+    kinds = [d["kind"] for d in docs]
+    want = "DaemonSet" if values["mode"] == "imds" else "Deployment"
+    expect(kinds.count(want) == 1, f"expected one {want}, got {kinds}")
+    expect({"Deployment", "DaemonSet"} & set(kinds) == {want}, f"both workload kinds: {kinds}")
+    workload = next(d for d in docs if d["kind"] == want)
+    pod = workload["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+
+    security, pod_security = container["securityContext"], pod.get("securityContext", {})
+    expect(security.get("readOnlyRootFilesystem") is True, "root filesystem not read-only")
+    expect(security.get("allowPrivilegeEscalation") is False, "privilege escalation allowed")
+    expect(security.get("capabilities", {}).get("drop") == ["ALL"], "capabilities not dropped")
+    expect(
+        security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True, "may run as root"
+    )
+    expect(not str(container["image"]).endswith(":latest"), "image tag latest")
+    host_network = values["mode"] == "imds" and values["daemonset"]["hostNetwork"]
+    expect(pod.get("hostNetwork", False) is host_network, "hostNetwork differs from the values")
+
+    env = container_env(container)
+    names = [v["name"] for v in container["env"]]
+    expect(len(names) == len(set(names)), f"duplicate environment variables: {names}")
+    unknown = {
+        n for n in env if n.startswith("LIFECYCLED_")
+        and n.removeprefix("LIFECYCLED_").lower() not in Settings.model_fields
+    }  # fmt: skip
+    expect(not unknown, f"variables lifecycled does not read: {sorted(unknown)}")
+    with environment(env):
+        settings = load_settings()
+    expect(settings.source == ("imds" if values["mode"] == "imds" else "sqs"), "source")
+    expect(settings.platform == values["platform"], "platform")
+    expect(settings.leader_election is bool(values["leaderElection"]["enabled"]), "election")
+    expect(settings.lease_namespace == NAMESPACE, "the Lease is not in the release namespace")
+    expect(settings.identity == FIELD_REFS["metadata.name"], "identity is not POD_NAME")
+    port = settings.metrics_host_port[1]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expect(ports.get("metrics") == port == values["metrics"]["port"], "metrics port mismatch")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container[probe]["httpGet"]
+        expect(get["path"] == path and get["port"] in ("metrics", port), f"{probe} not {path}")
+    expect(env.get("POD_NAMESPACE") and env.get("POD_NAME"), "no downward API POD_NAME/NAMESPACE")
+    # botocore needs a region to open lifecycled's clients at start-up.
+    in_url = re.findall(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com/", values["queueUrl"])
+    region = values["aws"]["region"] or (in_url[0] if in_url else None)
+    expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
+
+    if values["mode"] == "imds":
+        expect(settings.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
+        tolerations = pod.get("tolerations", [])
+        expect(
+            any(t.get("operator") == "Exists" and "key" not in t for t in tolerations)
+            or any(t.get("key") == "lifecycled.io/draining" for t in tolerations),
+            "the DaemonSet does not tolerate lifecycled.io/draining",
+        )
+    else:
+        expect(workload["spec"]["replicas"] == values["replicaCount"], "replicas")
+        expect(
+            any(d["kind"] == "PodDisruptionBudget" for d in docs)
+            is bool(values["podDisruptionBudget"]["enabled"]),
+            "PodDisruptionBudget",
+        )
+
+
+def check_rbac(values: Doc, docs: list[Doc]) -> None:
+    by_kind: dict[str, list[Doc]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    cluster_roles = by_kind.get("ClusterRole", [])
+    if values["platform"] == "kubernetes":
+        expect(len(cluster_roles) == 1, "expected one ClusterRole")
+        granted, needed = rbac_rules(cluster_roles[0]), kube_permissions()
+        expect(needed <= granted, f"ClusterRole lacks {sorted(needed - granted)}")
+        expect(granted <= needed, f"ClusterRole grants unused {sorted(granted - needed)}")
+    else:
+        expect(not cluster_roles, "platform ecs needs no ClusterRole")
+    roles = by_kind.get("Role", [])
+    if values["leaderElection"]["enabled"]:
+        expect(len(roles) == 1, "expected one Role for the Lease")
+        granted = {(g, r, v) for g, r, v in rbac_rules(roles[0])}
+        expect(granted == lease_permissions(), f"Lease Role {granted} != {lease_permissions()}")
+        named = [r for r in roles[0]["rules"] if r.get("resourceNames")]
+        lease = values["leaderElection"]["leaseName"] or fullname(values)
+        expect(all(r["resourceNames"] == [lease] for r in named), "Role names another Lease")
+    else:
+        expect(not roles, "a Role without leader election")
+    accounts = by_kind.get("ServiceAccount", [])
+    role_arn = values["serviceAccount"]["roleArn"]
+    if role_arn:
+        annotations = accounts[0]["metadata"].get("annotations", {})
+        expect(annotations.get("eks.amazonaws.com/role-arn") == role_arn, "IRSA annotation")
+
+
+def check_monitoring(values: Doc, docs: list[Doc]) -> None:
+    import promql_parser
+
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    metrics = values["metrics"]
+    expect(bool(monitors) is bool(metrics["serviceMonitor"]["enabled"]), "ServiceMonitor")
+    expect(bool(rules) is bool(metrics["prometheusRule"]["enabled"]), "PrometheusRule")
+    for monitor in monitors:
+        expect(monitor["apiVersion"] == "monitoring.coreos.com/v1", "ServiceMonitor apiVersion")
+        service = next(d for d in docs if d["kind"] == "Service")
+        expect(
+            monitor["spec"]["selector"]["matchLabels"].items()
+            <= service["metadata"]["labels"].items(),
+            "the ServiceMonitor does not select the Service",
+        )
+        (endpoint,) = monitor["spec"]["endpoints"]
+        expect(endpoint["port"] == service["spec"]["ports"][0]["name"], "endpoint port")
+    known = metric_names()
+    for rule_doc in rules:
+        expect(rule_doc["apiVersion"] == "monitoring.coreos.com/v1", "PrometheusRule apiVersion")
+        alerts = [r for g in rule_doc["spec"]["groups"] for r in g["rules"]]
+        expect(alerts, "a PrometheusRule without rules")
+        for alert in alerts:
+            name = alert.get("alert")
+            expect(isinstance(name, str) and name, f"rule without an alert name: {alert}")
+            expect(set(alert) <= {"alert", "expr", "for", "labels", "annotations"}, name)
+            expect(alert["labels"].get("severity") in ("critical", "warning", "info"), name)
+            expect({"summary", "description"} <= set(alert["annotations"]), name)
+            expect(re.fullmatch(r"\d+[smhd]", alert.get("for", "0s")), f"{name}: for")
+            try:
+                expr = promql_parser.parse(alert["expr"])
+            except ValueError as exc:
+                raise CheckFailed(f"{name}: PromQL does not parse: {exc}") from exc
+            check_selectors(name, expr, known)
+        disabled = set(metrics["prometheusRule"]["disabled"])
+        expect(not disabled & {a["alert"] for a in alerts}, "a disabled alert is rendered")
+        headline = "LifecycledForcedTermination"
+        expect(headline in disabled or any(a["alert"] == headline for a in alerts), headline)
+
+
+def check_selectors(alert: str, expr: Any, known: dict[str, set[str]]) -> None:
+    import promql_parser
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            name = node.name
+            expect(name == "up" or name in known, f"{alert}: no metric {name!r} in observe.py")
+            labels = known.get(name, set())
+            for matcher in node.matchers.matchers:
+                expect(
+                    matcher.name in labels | TARGET_LABELS,
+                    f"{alert}: {name} has no label {matcher.name!r}",
+                )
+        if isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            for label in node.modifier.labels:
+                expect(
+                    label in TARGET_LABELS or any(label in ls for ls in known.values()),
+                    f"{alert}: aggregates by unknown label {label!r}",
+                )
+
+    promql_parser.walk(expr, visit)
+
+
+# --- steps -------------------------------------------------------------------------------
+
+STEPS: list[tuple[str, Callable[[argparse.Namespace], None]]] = []
+
+
+def step(name: str) -> Callable[[Callable[[argparse.Namespace], None]], Any]:
+    def register(fn: Callable[[argparse.Namespace], None]) -> Any:
+        STEPS.append((name, fn))
+        return fn
+
+    return register
+
+
+@step("values.schema.json matches lifecycled's settings")
+def schema_fresh(_: argparse.Namespace) -> None:
+    import chart_schema
+
+    expect(chart_schema.main([]) == 0, "values.schema.json is stale")
+
+
+@step("one version: pyproject.toml, Chart.yaml appVersion, the Dockerfile's VERSION")
+def versions(_: argparse.Namespace) -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    expect(chart["appVersion"] == version, f"Chart.yaml appVersion is not {version}")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    expect(f"ARG VERSION={version}\n" in dockerfile, f"the Dockerfile's VERSION is not {version}")
+
+
+@step("hadolint Dockerfile")
+def hadolint(_: argparse.Namespace) -> None:
+    run(tool("hadolint"), "--failure-threshold", "info", "Dockerfile")
+
+
+@step("helm lint --strict, each scenario")
+def helm_lint(_: argparse.Namespace) -> None:
+    for values in sorted((CHART / "ci").glob("*.yaml")):
+        run(tool("helm"), "lint", "--strict", str(CHART), "-f", str(values), "--quiet")
+
+
+@step("helm template | kubernetes-validate --strict (1.32, 1.25), and the chart vs the code")
+def helm_template(args: argparse.Namespace) -> None:
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    expect(defaults["daemonset"]["hostNetwork"] is False, "hostNetwork must stay opt-in")
+    expect(defaults["mode"] == "queue" and defaults["replicaCount"] == 1, "default install")
+    out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="package-check-"))
+    out.mkdir(parents=True, exist_ok=True)
+    rendered = []
+    try:
+        for path in sorted((CHART / "ci").glob("*.yaml")):
+            values = scenario_values(path)
+            docs = render("-f", str(path))
+            builtin = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com")]
+            target = out / path.name.replace("-values", "")
+            target.write_text(yaml.safe_dump_all(builtin, sort_keys=False))
+            rendered.append(str(target))
+            try:
+                check_workload(values, docs)
+                check_rbac(values, docs)
+                check_monitoring(values, docs)
+            except CheckFailed as exc:
+                raise CheckFailed(f"{path.name}: {exc}") from exc
+        for version in KUBERNETES_VERSIONS:
+            run(tool("kubernetes-validate"), "-k", version, "--strict", "--quiet", *rendered)
+    finally:
+        if not args.keep:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+@step("NOTES.txt renders for each scenario")
+def notes(_: argparse.Namespace) -> None:
+    # helm template skips NOTES.txt; a copy of the chart renders it as a ConfigMap-like value.
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / "lifecycled"
+        shutil.copytree(CHART, chart)
+        text = (chart / "templates" / "NOTES.txt").read_text()
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            '{{- define "package-check.notes" }}' + text + "{{- end }}\n"
+            'notes: {{ include "package-check.notes" . | toJson }}\n'
+        )
+        for path in sorted((CHART / "ci").glob("*.yaml")):
+            done = run(tool("helm"), "template", RELEASE, str(chart), "-f", str(path),
+                       "--show-only", "templates/zz-notes.yaml")  # fmt: skip
+            rendered = yaml.safe_load(done.stdout)["notes"]
+            expect("lifecycled" in rendered, f"{path.name}: NOTES.txt rendered {rendered!r}")
+            expect("<no value>" not in rendered, f"{path.name}: NOTES.txt has <no value>")
+
+
+Q = ["--set", "queueUrl=https://q"]
+IMDS = ["--set", "mode=imds", "--set", "aws.region=us-east-1"]
+REFUSED = [
+    ("queue mode without a queue", [], "queueUrl is required"),
+    ("imds on ECS", ["--set", "mode=imds", "--set", "platform=ecs"], "needs platform kubernetes"),
+    ("two consumers without a leader", [*Q, "--set", "replicaCount=2"], "needs leaderElection"),
+    ("a misspelt setting", [*Q, "--set", "config.rebalance_actoin=drain"], "rebalance_actoin"),
+    ("a setting the chart owns", [*Q, "--set", "config.source=imds"], "source"),
+    ("an unknown mode", ["--set", "mode=sidecar"], "mode"),
+    ("out of bounds", [*Q, "--set", "config.heartbeat_fraction=1.5"], "heartbeat_fraction"),
+    ("imds without a region", ["--set", "mode=imds"], "aws.region is required"),
+    ("a grace shorter than the shutdown", [*Q, "--set", "config.shutdown_grace_seconds=60"],
+     "must exceed config.shutdown_grace_seconds"),
+    ("leader election in imds mode", [*IMDS, "--set", "leaderElection.enabled=true"],
+     "leaderElection is for queue mode"),
+]  # fmt: skip
+
+
+@step("helm template refuses bad combinations")
+def helm_refuses(_: argparse.Namespace) -> None:
+    for what, extra, message in REFUSED:
+        done = run(tool("helm"), "template", RELEASE, str(CHART), *extra, ok=False)
+        expect(done.returncode != 0, f"rendered {what}")
+        expect(message in done.stderr, f"{what}: unexpected error {done.stderr.strip()!r}")
+
+
+@step("cfn-lint deploy/cloudformation/*.yaml")
+def cfn_lint(_: argparse.Namespace) -> None:
+    templates = sorted(str(p) for p in (ROOT / "deploy" / "cloudformation").glob("*.yaml"))
+    expect(templates, "no CloudFormation templates")
+    run(tool("cfn-lint"), *templates)
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short intrinsics (!Ref, !GetAtt...) as {"Fn::X": value}."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+@step("queue.yaml: the EventBridge rules are rules.py's, the queue takes only them")
+def queue_template(_: argparse.Namespace) -> None:
+    # rules.py by its path: importing lifecycled.devstack would import moto (seconds).
+    spec = importlib.util.spec_from_file_location(
+        "rules", ROOT / "lifecycled" / "devstack" / "aws" / "rules.py"
+    )
+    assert spec is not None and spec.loader is not None
+    rules_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules_module)
+    EVENT_RULES = rules_module.EVENT_RULES
+
+    template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
+    resources = template["Resources"]
+    rules = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::Events::Rule"}
+    patterns = sorted(yaml.safe_dump(p["EventPattern"], sort_keys=True) for p in rules.values())
+    wanted = sorted(yaml.safe_dump(r.pattern, sort_keys=True) for r in EVENT_RULES)
+    expect(patterns == wanted, "the template's event patterns differ from rules.py's")
+    queues = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::SQS::Queue"}
+    for name, queue in queues.items():
+        expect(queue.get("SqsManagedSseEnabled") or queue.get("KmsMasterKeyId"), f"{name}: SSE")
+    redrive = [q for q in queues.values() if "RedrivePolicy" in q]
+    expect(len(redrive) == 1, "one queue with a dead-letter queue")
+    (policy,) = [v for v in resources.values() if v["Type"] == "AWS::SQS::QueuePolicy"]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    (allow,) = [s for s in statements if s["Effect"] == "Allow"]
+    expect(allow["Principal"] == {"Service": "events.amazonaws.com"}, "principal")
+    expect(allow["Action"] == "sqs:SendMessage", "the rules may only send")
+    sources = allow["Condition"]["ArnEquals"]["aws:SourceArn"]
+    expect(sorted(s["Fn::GetAtt"][0] for s in sources) == sorted(rules), "SourceArn != the rules")
+    for name, rule in rules.items():
+        (target,) = rule["Targets"]
+        expect(target["Arn"] == {"Fn::GetAtt": ["Queue", "Arn"]}, f"{name} targets the queue")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", metavar="DIR", help="keep the rendered manifests in DIR")
+    args = parser.parse_args()
+    started = time.monotonic()
+    failed = 0
+    for name, fn in STEPS:
+        t0 = time.monotonic()
+        try:
+            fn(args)
+        except CheckFailed as exc:
+            failed += 1
+            print(
+                f"FAIL {name} ({time.monotonic() - t0:.1f}s)\n  " + str(exc).replace("\n", "\n  ")
+            )
+        else:
+            print(f"ok   {name} ({time.monotonic() - t0:.1f}s)")
+    print(f"package-check took {time.monotonic() - started:.1f}s")
+    print(f"package-check: {len(STEPS) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
