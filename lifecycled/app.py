@@ -14,6 +14,7 @@ from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
 from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.observe import Metrics, fields
+from lifecycled.ownership import Ownership
 from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
 from lifecycled.server import serve_http
@@ -46,12 +47,18 @@ class Service:
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
-            coordinator = Coordinator(platform, hooks, settings, metrics)
+            # A DaemonSet pod only ever hears about its own machine: no tag check there.
+            ownership = Ownership(aws, settings) if settings.source == "sqs" else None
+            coordinator = Coordinator(platform, hooks, settings, metrics, ownership=ownership)
             self.coordinator = coordinator
             log.info(
                 "lifecycled starting",
-                extra=fields(source=settings.source, platform=settings.platform),
+                extra=fields(
+                    source=settings.source, platform=settings.platform, dry_run=settings.dry_run
+                ),
             )
+            if settings.dry_run:
+                log.warning("dry run: nothing will be changed in Kubernetes, ECS or Auto Scaling")
 
             async def work(until: asyncio.Event, ready: asyncio.Event) -> None:
                 async with coordinator.running():

@@ -22,6 +22,8 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             default=None,
             help=f"{field.description or ''} (env LIFECYCLED_{name.upper()})".strip(),
         )
+    # The earlier name of --rebalance-recommendation-action, still accepted.
+    run.add_argument("--rebalance-action", dest="rebalance_recommendation_action", default=None)
 
 
 async def _serve(settings: Settings) -> None:
@@ -39,12 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     explain = sub.add_parser("explain", help="parse one message body and print what we'd do")
-    explain.add_argument("file", help="a file with one message body, or - for stdin")
+    explain.add_argument("file", nargs="?", help="a file with one message body, or - for stdin")
+    explain.add_argument("--node", help="what a live run would do to this node (reads only)")
+    explain.add_argument("--deadline-seconds", help="with --node and no file: time to deadline")
     args = parser.parse_args(argv)
     if args.command == "explain":
         from lifecycled.explain import main as explain_main
 
-        return explain_main([args.file])
+        passed = [args.file] if args.file else []
+        if args.node:
+            passed += ["--node", args.node]
+        if args.deadline_seconds:
+            passed += ["--deadline-seconds", args.deadline_seconds]
+        return explain_main(passed)
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
         settings = load_settings(**overrides)

@@ -17,16 +17,25 @@ from datetime import datetime, timedelta
 
 from lifecycled.drain import Drain, utcnow
 from lifecycled.events import default_action
+from lifecycled.events.actions import CHOOSABLE
 from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
 from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.observe import Metrics, fields
-from lifecycled.platforms import Platform
+from lifecycled.ownership import Ownership
+from lifecycled.platforms import Platform, Previewer
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
 
 GONE_STATES = frozenset({"shutting-down", "terminated"})
+# Outcomes of a rebalance drain that a timeout may undo (the node is still cordoned).
+UNDOABLE = frozenset({Outcome.CORDONED, Outcome.DRAINED})
+
+
+def action_table(settings: Settings) -> dict[NoticeKind, Action]:
+    """Each choosable kind's action from `LIFECYCLED_<KIND>_ACTION`."""
+    return {kind: Action(getattr(settings, f"{kind.value}_action")) for kind in CHOOSABLE}
 
 
 class Disposition(enum.StrEnum):
@@ -37,16 +46,28 @@ class Disposition(enum.StrEnum):
     RECORDED = "recorded"
     NOT_OURS = "not_ours"
     CANCELLED = "cancelled"
+    DRY_RUN = "dry_run"
 
 
 class Coordinator:
     def __init__(
-        self, platform: Platform, hooks: LifecycleHooks, settings: Settings, metrics: Metrics
+        self,
+        platform: Platform,
+        hooks: LifecycleHooks,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        ownership: Ownership | None = None,
     ) -> None:
         self._platform = platform
         self._hooks = hooks
         self._settings = settings
         self._metrics = metrics
+        self._ownership = ownership
+        self._actions = action_table(settings)
+        self._foreign: dict[tuple[str, InstanceId], float] = {}  # judged not ours -> expiry
+        self._threatened: set[InstanceId] = set()  # got a notice that the machine goes
+        self._timers: set[asyncio.Task[None]] = set()  # rebalance uncordons to come
         self._drains: dict[InstanceId, tuple[Drain, asyncio.Task[object]]] = {}
         self._finished: dict[InstanceId, float] = {}  # instance -> monotonic time it finished
         self._seen: dict[tuple[str, InstanceId], float] = {}  # (event id, instance) -> expiry
@@ -65,6 +86,8 @@ class Coordinator:
                 finally:
                     for _drain, task in list(self._drains.values()):
                         task.cancel()
+                    for timer in list(self._timers):  # the next start schedules them again
+                        timer.cancel()
         finally:
             self._tg = None
 
@@ -74,6 +97,14 @@ class Coordinator:
 
     async def resume(self) -> None:
         for target, record in await self._platform.open_records():
+            if record.phase is Phase.DONE and record.outcome in UNDOABLE:
+                self._schedule_uncordon(target, record)
+            if record.phase is Phase.OPEN and self._settings.dry_run:
+                log.info(
+                    "dry run: open drain found on the machine, not resumed",
+                    extra=fields(node=target, instance=record.instance_id, kind=record.kind),
+                )
+                continue
             if record.phase is Phase.OPEN and record.instance_id not in self._drains:
                 log.info(
                     "resuming open drain",
@@ -95,7 +126,14 @@ class Coordinator:
     async def _complete_launch(self, notice: Notice, instance_id: InstanceId) -> Disposition:
         if notice.lifecycle is None:
             return self._recorded(notice, instance_id, "launch notice without a hook")
+        # Before the node registers only the tag can tell whose instance this is; never
+        # complete (or abandon) another cluster's launch.
+        why = await self._ownership.why_not_ours(instance_id) if self._ownership else None
+        if why is not None:
+            return self._not_ours(notice, instance_id, why)
         hook = HookRef.of(notice.lifecycle)
+        if self._settings.dry_run:
+            return self._hook_left_alone(notice, instance_id, hook, "launch")
         loop = asyncio.get_running_loop()
         end = loop.time() + self._settings.launch_ready_timeout_seconds
         while loop.time() < end:
@@ -121,9 +159,18 @@ class Coordinator:
         return self._locks.setdefault(instance_id, asyncio.Lock())
 
     async def _submit_one(self, notice: Notice, instance_id: InstanceId) -> Disposition:
+        if self._known_foreign(notice, instance_id):
+            return Disposition.NOT_OURS
         if self._is_duplicate(notice, instance_id):
             self._metrics.duplicates.labels(notice.kind).inc()
             return Disposition.DUPLICATE
+        target: str | None = None
+        if instance_id not in self._drains and instance_id not in self._finished:
+            # Ours only if tagged as ours (when a tag is required) and on our platform.
+            target, why = await self._owner_check(instance_id)
+            if why is not None:
+                return self._not_ours(notice, instance_id, why)
+        self._note_threat(notice, instance_id)
         if notice.cancelled:
             return await self._cancel(notice, instance_id)
         open_drain = self._drains.get(instance_id)
@@ -133,22 +180,23 @@ class Coordinator:
                 return Disposition.FORCED
             if open_drain is not None or instance_id in self._finished:
                 return self._recorded(notice, instance_id, "instance went after its drain")
-        action = default_action(notice, rebalance_action=Action(self._settings.rebalance_action))
-        if action not in (Action.DRAIN, Action.CORDON):
-            return self._recorded(notice, instance_id, f"action {action}")
+        action = default_action(notice, actions=self._actions)
         hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
+        if action not in (Action.DRAIN, Action.CORDON):
+            if hook is None:
+                return self._recorded(notice, instance_id, f"action {action}")
+            # Never leave a hook to time out silently: a drain under way holds and releases
+            # it; otherwise it is released at once.
+            if open_drain is not None and await open_drain[0].merge(None, hook) is not None:
+                return Disposition.MERGED
+            return await self._release_without_drain(notice, instance_id, hook, action)
         if open_drain is not None:
             if await open_drain[0].merge(notice.deadline, hook) is not None:
                 return Disposition.MERGED
             await asyncio.wait([open_drain[1]])  # it is finishing; this notice opens a new one
-        target = await self._platform.resolve(instance_id)
+        target = target or await self._platform.resolve(instance_id)
         if target is None:
-            self._metrics.unknown_instances.labels(notice.kind).inc()
-            log.info(
-                "instance is not in this cluster; notice dropped",
-                extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id),
-            )
-            return Disposition.NOT_OURS
+            return self._not_ours(notice, instance_id, "instance is not in this cluster")
         record = DrainRecord(
             instance_id=instance_id,
             kind=notice.kind,
@@ -158,6 +206,8 @@ class Coordinator:
             deadline=await self._deadline(notice, hook),
             hook=hook,
         )
+        if self._settings.dry_run:
+            return await self._dry_run(target, record)
         await self._platform.write_record(target, record, cordon=True)
         since_event = (utcnow() - notice.event_time).total_seconds()
         self._metrics.notice_to_cordon.observe(max(0.0, since_event))
@@ -175,6 +225,46 @@ class Coordinator:
         self._start(target, record)
         return Disposition.OPENED
 
+    async def _owner_check(self, instance_id: InstanceId) -> tuple[str | None, str | None]:
+        """(target, None) when the instance is ours, else (None, why not)."""
+        if self._ownership is not None:
+            why = await self._ownership.why_not_ours(instance_id)
+            if why is not None:
+                return None, why
+        target = await self._platform.resolve(instance_id)
+        if target is None:
+            return None, "instance is not in this cluster"
+        return target, None
+
+    def _not_ours(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
+        self._metrics.unknown_instances.labels(notice.kind).inc()
+        log.info(
+            "instance is not ours; notice left alone",
+            extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id, why=why),
+        )
+        key = (notice.event_id, instance_id)
+        # Not a duplicate when it comes back: it may be ours later (a node registering).
+        self._seen.pop(key, None)
+        self._foreign[key] = time.monotonic() + max(self._settings.node_cache_seconds, 1.0)
+        return Disposition.NOT_OURS
+
+    def _known_foreign(self, notice: Notice, instance_id: InstanceId) -> bool:
+        """Judged not ours moments ago (a released message back again): no second look."""
+        now = time.monotonic()
+        if len(self._foreign) > 10_000:
+            self._foreign = {k: v for k, v in self._foreign.items() if v > now}
+        return self._foreign.get((notice.event_id, instance_id), 0.0) > now
+
+    def _note_threat(self, notice: Notice, instance_id: InstanceId) -> None:
+        """Remember instances told they will go: a rebalance timeout never uncordons those."""
+        if notice.kind in (NoticeKind.REBALANCE_RECOMMENDATION, NoticeKind.TEST_NOTIFICATION):
+            return
+        if notice.cancelled:
+            return
+        if len(self._threatened) > 10_000:
+            self._threatened.clear()
+        self._threatened.add(instance_id)
+
     def _is_duplicate(self, notice: Notice, instance_id: InstanceId) -> bool:
         now = time.monotonic()
         if len(self._seen) > 10_000:
@@ -191,6 +281,63 @@ class Coordinator:
             extra=fields(instance=instance_id, kind=notice.kind, state=notice.state, why=why),
         )
         return Disposition.RECORDED
+
+    async def _release_without_drain(
+        self, notice: Notice, instance_id: InstanceId, hook: HookRef, action: Action
+    ) -> Disposition:
+        """A hooked notice whose action is `none`: complete the hook at once, drain nothing."""
+        if self._settings.dry_run:
+            return self._hook_left_alone(notice, instance_id, hook, str(action))
+        await self._hooks.complete(hook, instance_id, "CONTINUE")
+        log.info(
+            "lifecycle hook completed without a drain",
+            extra=fields(instance=instance_id, kind=notice.kind, action=action, hook=hook.name),
+        )
+        return Disposition.RECORDED
+
+    # --- dry run ----------------------------------------------------------------------------
+
+    async def _dry_run(self, target: str, record: DrainRecord) -> Disposition:
+        """Everything a live run would do, logged and counted; nothing done."""
+        self._metrics.dry_run_actions.labels(record.kind, record.action).inc()
+        plan: object = None
+        if record.action is Action.DRAIN and isinstance(self._platform, Previewer):
+            plan = await self._platform.preview(target, record)
+        log.info(
+            "dry run: would %s",
+            record.action,
+            extra=fields(
+                node=target,
+                instance=record.instance_id,
+                kind=record.kind,
+                action=record.action,
+                deadline=record.deadline.isoformat(),
+                hook=record.hook.name if record.hook else None,
+                plan=plan,
+            ),
+        )
+        if record.hook is not None:
+            info = await self._hooks.info(record.hook)
+            log.info(
+                "dry run: lifecycle hook left to its default result",
+                extra=fields(
+                    instance=record.instance_id,
+                    hook=record.hook.name,
+                    default_result=info.default_result,
+                    heartbeat_timeout=info.heartbeat_timeout,
+                ),
+            )
+        return Disposition.DRY_RUN
+
+    def _hook_left_alone(
+        self, notice: Notice, instance_id: InstanceId, hook: HookRef, would: str
+    ) -> Disposition:
+        self._metrics.dry_run_actions.labels(notice.kind, "complete-hook").inc()
+        log.info(
+            "dry run: lifecycle hook left to its default result",
+            extra=fields(instance=instance_id, kind=notice.kind, hook=hook.name, action=would),
+        )
+        return Disposition.DRY_RUN
 
     async def _deadline(self, notice: Notice, hook: HookRef | None) -> datetime:
         hold = timedelta(seconds=self._settings.lifecycle_max_hold_seconds)
@@ -221,7 +368,10 @@ class Coordinator:
     async def _run(self, drain: Drain) -> object:
         instance_id = drain.record.instance_id
         try:
-            return await drain.run()
+            outcome = await drain.run()
+            if outcome in UNDOABLE:
+                self._schedule_uncordon(drain.target, drain.record)
+            return outcome
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -242,6 +392,13 @@ class Coordinator:
         if found is None:
             return self._recorded(notice, instance_id, "no drain of this change to undo")
         target, record = found
+        if self._settings.dry_run:
+            self._metrics.dry_run_actions.labels(record.kind, "uncordon").inc()
+            log.info(
+                "dry run: would give the node back (scheduled change cancelled)",
+                extra=fields(node=target, instance=instance_id, event_id=notice.event_id),
+            )
+            return Disposition.DRY_RUN
         entry = self._drains.pop(instance_id, None)
         if entry is not None:
             entry[1].cancel()
@@ -283,3 +440,56 @@ class Coordinator:
         await asyncio.wait([task])
         self._finished[instance_id] = time.monotonic()
         await drain.end_forced()
+
+    # --- rebalance recommendations that never became interruptions -------------------------
+
+    def _schedule_uncordon(self, target: str, record: DrainRecord) -> None:
+        after = self._settings.rebalance_uncordon_after_seconds
+        if after is None or self._settings.dry_run or self._tg is None:
+            return
+        if record.kind is not NoticeKind.REBALANCE_RECOMMENDATION:
+            return
+        timer = self._tg.create_task(
+            self._uncordon_later(target, record, record.event_time + timedelta(seconds=after)),
+            name=f"uncordon-{record.instance_id}",
+        )
+        self._timers.add(timer)
+        timer.add_done_callback(self._timers.discard)
+
+    async def _uncordon_later(self, target: str, record: DrainRecord, at: datetime) -> None:
+        """At `at`, give the node back if nothing since said the machine goes."""
+        await asyncio.sleep(max(0.0, (at - utcnow()).total_seconds()))
+        instance_id = record.instance_id
+        try:
+            async with self._lock(instance_id):
+                if instance_id in self._drains or instance_id in self._threatened:
+                    return
+                current = next(
+                    (r for t, r in await self._platform.open_records() if t == target), None
+                )
+                if current is None or not _still_this_rebalance(current, record):
+                    return  # a later notice rewrote the record, or the node is gone
+                await self._platform.uncordon(target, current.closed(Outcome.UNCORDONED))
+        except Exception:
+            # A failed give-back leaves the node cordoned (safe); the next start retries it.
+            log.exception(
+                "could not uncordon after a rebalance recommendation",
+                extra=fields(node=target, instance=instance_id),
+            )
+            return
+        self._metrics.drains_cancelled.labels(record.kind).inc()
+        log.info(
+            "rebalance recommendation did not become an interruption; node uncordoned",
+            extra=fields(node=target, instance=instance_id, event_id=record.event_id),
+        )
+
+
+def _still_this_rebalance(current: DrainRecord, record: DrainRecord) -> bool:
+    return (
+        current.instance_id == record.instance_id
+        and current.kind is NoticeKind.REBALANCE_RECOMMENDATION
+        and current.event_id == record.event_id
+        and current.phase is Phase.DONE
+        and current.outcome in UNDOABLE
+        and current.hook is None  # a terminate hook merged in: the machine is going
+    )

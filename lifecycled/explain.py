@@ -15,6 +15,11 @@ Exit codes and objects:
   `{"rejected": "<reason-code>", "detail": "..."}`.
 * 1, the file could not be read (message on stderr); 2 also for a usage error.
 
+With `--node NAME` (and optionally FILE) it also reads the cluster — never writes — and
+says what a live run would do to that node: see `lifecycled/explain_node.py`.
+
+Per-kind actions follow `LIFECYCLED_<KIND>_ACTION` as the service's do.
+
 Run it as `python -m lifecycled.explain FILE` too.
 """
 
@@ -33,20 +38,27 @@ from lifecycled.events import (
     Ignored,
     LifecycleAction,
     Notice,
+    NoticeKind,
     Rejected,
     check_scope,
     default_action,
     parse_message,
 )
+from lifecycled.events.actions import CHOOSABLE
 from lifecycled.events.times import format_time
 
 EXIT_PARSED = 0
 EXIT_UNREADABLE = 1
 EXIT_REJECTED = 2
+ACTION_NAMES = frozenset({"drain", "cordon", "none"})
 
 
 def explain(
-    body: bytes, *, allowed_accounts: frozenset[str] = frozenset(), region: str | None = None
+    body: bytes,
+    *,
+    allowed_accounts: frozenset[str] = frozenset(),
+    region: str | None = None,
+    actions: Mapping[NoticeKind, Action] | None = None,
 ) -> tuple[int, dict[str, object]]:
     """The exit code and the JSON object `lifecycled explain` prints for `body`."""
     result = parse_message(body)
@@ -56,7 +68,7 @@ def explain(
         return EXIT_REJECTED, {"rejected": result.reason.value, "detail": result.detail}
     if isinstance(result, Ignored):
         return EXIT_PARSED, _ignored_object(result)
-    return EXIT_PARSED, _notice_object(result)
+    return EXIT_PARSED, _notice_object(result, actions)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,20 +76,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="lifecycled explain",
         description="Parse one SQS message body as lifecycled would; print one JSON line.",
     )
-    parser.add_argument("file", help="file holding the message body, or - for stdin")
+    parser.add_argument("file", nargs="?", help="file holding the message body, or - for stdin")
+    parser.add_argument("--node", help="also say what a live run would do to this node")
+    parser.add_argument(
+        "--deadline-seconds",
+        type=float,
+        default=None,
+        help="with --node and no message: seconds to the drain's deadline (default: Spot's)",
+    )
     try:
         args = parser.parse_args(argv)
+        if args.file is None and args.node is None:
+            parser.error("a message FILE, --node NAME, or both")
     except SystemExit as exit_:  # argparse exits on usage errors; return the code instead
         return exit_.code if isinstance(exit_.code, int) else EXIT_REJECTED
-    try:
-        body = _read(args.file)
-    except OSError as exc:
-        print(f"lifecycled explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return EXIT_UNREADABLE
+    body: bytes | None = None
+    if args.file is not None:
+        try:
+            body = _read(args.file)
+        except OSError as exc:
+            print(f"lifecycled explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+            return EXIT_UNREADABLE
+    if args.node is not None:
+        from lifecycled.explain_node import main_node
+
+        return main_node(args.node, body, deadline_seconds=args.deadline_seconds)
+    assert body is not None
     allowed_accounts, region = scope_from_env(os.environ)
-    code, obj = explain(body, allowed_accounts=allowed_accounts, region=region)
+    code, obj = explain(
+        body, allowed_accounts=allowed_accounts, region=region, actions=actions_from_env(os.environ)
+    )
     print(json.dumps(obj))
     return code
+
+
+def actions_from_env(env: Mapping[str, str]) -> dict[NoticeKind, Action]:
+    """`LIFECYCLED_<KIND>_ACTION` (and the older `LIFECYCLED_REBALANCE_ACTION`) where set."""
+    found: dict[NoticeKind, Action] = {}
+    older = env.get("LIFECYCLED_REBALANCE_ACTION", "").strip().lower()
+    if older in ACTION_NAMES:
+        found[NoticeKind.REBALANCE_RECOMMENDATION] = Action(older)
+    for kind in CHOOSABLE:
+        value = env.get(f"LIFECYCLED_{kind.value.upper()}_ACTION", "").strip().lower()
+        if value in ACTION_NAMES:
+            found[kind] = Action(value)
+    return found
 
 
 def scope_from_env(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
@@ -99,7 +142,9 @@ def _read_bounded(stream: BinaryIO) -> bytes:
     return stream.read(MAX_BODY_BYTES + 1)
 
 
-def _notice_object(notice: Notice) -> dict[str, object]:
+def _notice_object(
+    notice: Notice, actions: Mapping[NoticeKind, Action] | None = None
+) -> dict[str, object]:
     return {
         "kind": notice.kind.value,
         "instance_ids": list(notice.instance_ids),
@@ -110,7 +155,7 @@ def _notice_object(notice: Notice) -> dict[str, object]:
         "deadline": format_time(notice.deadline) if notice.deadline else None,
         "lifecycle": _lifecycle_object(notice.lifecycle),
         "state": notice.state,
-        "action": default_action(notice).value,
+        "action": default_action(notice, actions=actions).value,
     }
 
 

@@ -148,6 +148,19 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.dry_run_actions = Counter(
+            "lifecycled_dry_run_actions_total",
+            "What a live run would have done (dry run), by notice kind and action.",
+            ["kind", "action"],
+            registry=r,
+        )
+        self.not_ours_messages = Counter(
+            "lifecycled_not_ours_messages_total",
+            "Messages about other clusters' instances, by what we did (deleted, released, "
+            "forwarded, dropped).",
+            ["outcome"],
+            registry=r,
+        )
         self.messages = Counter(
             "lifecycled_sqs_messages_total",
             "SQS messages by what happened to them (received, deleted, released).",

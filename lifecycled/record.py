@@ -31,6 +31,7 @@ class Outcome(enum.StrEnum):
     FORCED = "forced_termination"  # the machine went while the drain was open
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"  # AWS cancelled the scheduled change: the node was given back
+    UNCORDONED = "uncordoned"  # a rebalance recommendation that never became an interruption
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,24 @@ class Settings(BaseSettings):
     message_concurrency: int = Field(default=32, ge=1)
 
     # Drains.
-    rebalance_action: ActionName = "cordon"
+    # What each notice kind does (DESIGN.md's table is the default); `none` records only.
+    spot_interruption_action: ActionName = "drain"
+    rebalance_recommendation_action: ActionName = Field(
+        default="cordon",
+        # LIFECYCLED_REBALANCE_ACTION is the setting's earlier name, still accepted.
+        validation_alias=AliasChoices(
+            "LIFECYCLED_REBALANCE_RECOMMENDATION_ACTION",
+            "LIFECYCLED_REBALANCE_ACTION",
+            "rebalance_recommendation_action",
+            "rebalance_action",
+        ),
+    )
+    scheduled_change_action: ActionName = "drain"
+    instance_state_change_action: ActionName = "drain"
+    lifecycle_terminate_action: ActionName = "drain"
+    # A rebalance drain whose instance is still here this long after the notice gives the
+    # node back (None: never).
+    rebalance_uncordon_after_seconds: float | None = Field(default=None, gt=0)
     spot_notice_seconds: float = Field(default=120.0, gt=0)
     deadline_margin_seconds: float = Field(default=5.0, ge=0)
     drain_poll_seconds: float = Field(default=1.0, gt=0)
@@ -96,6 +113,20 @@ class Settings(BaseSettings):
     identity: str | None = Field(
         default=None, validation_alias=AliasChoices("LIFECYCLED_IDENTITY", "POD_NAME", "identity")
     )
+
+    # Operator controls.
+    dry_run: bool = False  # decide, log and count; change nothing in Kubernetes or AWS
+    # Ownership: act only on this cluster's instances. `owner_tag` is `key` or `key=value`;
+    # unset with `cluster_name` set: the EKS tags kubernetes.io/cluster/<name> or
+    # aws:eks:cluster-name=<name>. `node_selector` (Kubernetes) is a label selector.
+    cluster_name: str | None = None
+    owner_tag: str | None = None
+    node_selector: str | None = None
+    # A notice about an instance that is not ours: `delete` it (a queue per cluster), or
+    # `release` it for another cluster's handler (a shared queue).
+    not_ours: Literal["delete", "release"] = "delete"
+    not_ours_visibility_seconds: int = Field(default=2, ge=0, le=43200)
+    not_ours_max_forwards: int = Field(default=60, ge=0)
 
     # External calls.
     api_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -135,10 +166,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
             )
+        if self.owner_tag is not None and not self.owner_tag.partition("=")[0].strip():
+            raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
         if self.leader_election and self.source != "sqs":
             # A DaemonSet pod only ever acts on its own node: there is nothing to elect.
             raise ValueError("LIFECYCLED_LEADER_ELECTION is for queue mode (LIFECYCLED_SOURCE=sqs)")
         return self
+
+    @property
+    def rebalance_action(self) -> ActionName:
+        """The earlier name of `rebalance_recommendation_action`."""
+        return self.rebalance_recommendation_action
 
     @property
     def lb_target_groups_configured(self) -> bool:

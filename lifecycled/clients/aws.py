@@ -8,6 +8,7 @@ throttling and 5xx with backoff; what is left over becomes our Temporary/Permane
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -44,6 +45,8 @@ NOT_FOUND_CODES = frozenset(
     }
 )
 TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+# How many times a message was passed on to other clusters' handlers (a shared queue).
+FORWARDS_ATTRIBUTE = "lifecycled-forwards"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ class QueueMessage:
     receipt_handle: str
     body: str
     receive_count: int
+    forwards: int = 0  # FORWARDS_ATTRIBUTE
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,7 @@ class AwsClients:
             WaitTimeSeconds=wait_seconds,
             VisibilityTimeout=visibility_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            MessageAttributeNames=[FORWARDS_ATTRIBUTE],
         )
         return [
             QueueMessage(
@@ -148,6 +153,7 @@ class AwsClients:
                 receipt_handle=m["ReceiptHandle"],
                 body=m.get("Body", ""),
                 receive_count=int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+                forwards=_forwards(m),
             )
             for m in reply.get("Messages", [])
         ]
@@ -165,10 +171,35 @@ class AwsClients:
         )
 
     async def has_dead_letter_queue(self, queue_url: str) -> bool:
+        return await self.max_receive_count(queue_url) is not None
+
+    async def max_receive_count(self, queue_url: str) -> int | None:
+        """The redrive policy's maxReceiveCount; None when the queue has no dead-letter queue."""
         reply = await self._call(
             "sqs", "get_queue_attributes", QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
         )
-        return "RedrivePolicy" in reply.get("Attributes", {})
+        policy = reply.get("Attributes", {}).get("RedrivePolicy")
+        if policy is None:
+            return None
+        try:
+            return int(json.loads(policy).get("maxReceiveCount", 1))
+        except (ValueError, TypeError, AttributeError):
+            return 1  # unreadable: assume the strictest policy
+
+    async def forward_message(
+        self, queue_url: str, body: str, *, forwards: int, delay_seconds: int
+    ) -> None:
+        """A fresh copy of a message (receive count 0) for another consumer of the queue."""
+        await self._call(
+            "sqs",
+            "send_message",
+            QueueUrl=queue_url,
+            MessageBody=body,
+            DelaySeconds=min(delay_seconds, 900),
+            MessageAttributes={
+                FORWARDS_ATTRIBUTE: {"DataType": "Number", "StringValue": str(forwards)}
+            },
+        )
 
     async def send_message(
         self, queue_url: str, body: str, *, deduplication_id: str, group_id: str
@@ -516,6 +547,14 @@ class AwsClients:
         reply = await self._call("elb", "describe_load_balancer_attributes", LoadBalancerName=name)
         draining = reply.get("LoadBalancerAttributes", {}).get("ConnectionDraining", {})
         return float(draining.get("Timeout") or 300) if draining.get("Enabled") else 0.0
+
+
+def _forwards(message: dict[str, Any]) -> int:
+    value = message.get("MessageAttributes", {}).get(FORWARDS_ATTRIBUTE, {}).get("StringValue")
+    try:
+        return max(0, int(value)) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def _page(token: str | None) -> dict[str, str]:

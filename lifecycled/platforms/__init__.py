@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lifecycled.events.model import InstanceId
 from lifecycled.record import DrainRecord
@@ -42,3 +42,11 @@ class Platform(Protocol):
 
     async def vacate(self, target: str, drain: DrainState) -> bool:
         """Move the work off; True once it is gone, False if the cutoff passed first."""
+
+
+@runtime_checkable
+class Previewer(Protocol):
+    """A platform that can say what a drain would do without doing it (dry run, explain)."""
+
+    async def preview(self, target: str, record: DrainRecord) -> list[dict[str, str]]:
+        """One entry per workload: what a drain with this record would do to it, and why."""

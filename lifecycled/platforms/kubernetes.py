@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
@@ -20,6 +21,7 @@ from lifecycled.observe import EventRecorder, Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
+from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
 from lifecycled.retry import retry
 from lifecycled.settings import Settings
@@ -45,10 +47,13 @@ def instance_id_of(node: JsonDict) -> str | None:
 class NodeIndex:
     """instance id -> node name, from one node list refreshed on a miss (at most once a second)."""
 
-    def __init__(self, kube: KubeClient, aws: AwsClients, max_age: float) -> None:
+    def __init__(
+        self, kube: KubeClient, aws: AwsClients, max_age: float, selector: str | None = None
+    ) -> None:
         self._kube = kube
         self._aws = aws
         self._max_age = max_age
+        self._selector = selector  # LIFECYCLED_NODE_SELECTOR: other nodes are not ours
         self._by_instance: dict[str, str] = {}
         self._by_hostname: dict[str, str] = {}
         self._names: set[str] = set()
@@ -59,7 +64,7 @@ class NodeIndex:
         async with self._lock:
             if time.monotonic() - self._listed_at < min_age:
                 return  # someone refreshed while we waited
-            nodes = await self._kube.list_nodes()
+            nodes = await self._kube.list_nodes(self._selector)
             self._by_instance.clear()
             self._by_hostname.clear()
             self._names = set()
@@ -172,7 +177,7 @@ class KubernetesPlatform:
         self._kube = kube
         self._settings = settings
         self._metrics = metrics
-        self._index = NodeIndex(kube, aws, settings.node_cache_seconds)
+        self._index = NodeIndex(kube, aws, settings.node_cache_seconds, settings.node_selector)
         self._events = EventRecorder(kube.create_event)
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
@@ -226,6 +231,16 @@ class KubernetesPlatform:
             await self._kube.patch_node(node, patch)
 
         await retry(attempt, delays=self._settings.retry_delays, what=f"uncordon {node}")
+
+    async def preview(self, node: str, record: DrainRecord) -> list[dict[str, str]]:
+        """What `vacate` would do to each pod now (dry run, explain); reads only."""
+        remaining = (record.deadline - datetime.now(UTC)).total_seconds()
+        return await preview_pods(
+            await self._list_pods(node),
+            self._jobs,
+            remaining=remaining,
+            stop_lead=self._settings.job_stop_lead_seconds,
+        )
 
     async def ready(self, node: str) -> bool:
         try:

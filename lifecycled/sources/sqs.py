@@ -4,6 +4,11 @@
 - Rejected messages are counted, logged with their message id (never the body) and released
   to the queue's redrive policy (dead-letter queue); deleted only when there is no DLQ.
 - Anything that fails part-way is released with a backoff and comes back later.
+- A notice about another cluster's instance is deleted (`LIFECYCLED_NOT_OURS=delete`) or
+  passed on to the queue's other consumers (`release`): made visible again after
+  `LIFECYCLED_NOT_OURS_VISIBILITY_SECONDS`; when our own receives would otherwise push it
+  into the dead-letter queue (its receive count reached maxReceiveCount) a fresh copy is
+  sent and the original deleted, at most `LIFECYCLED_NOT_OURS_MAX_FORWARDS` times.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from lifecycled.clients.aws import AwsClients, QueueMessage
+from lifecycled.coordinator import Disposition
 from lifecycled.errors import LifecycledError, TemporaryError
 from lifecycled.events import check_scope, parse_message
 from lifecycled.events.model import Ignored, Notice, Rejected
@@ -41,10 +47,12 @@ class SqsSource:
         self._idle = asyncio.Event()
         self._idle.set()
         self._dead_letter = True
+        self._max_receives: int | None = None
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
-        self._dead_letter = await self._aws.has_dead_letter_queue(self._queue_url)
+        self._max_receives = await self._aws.max_receive_count(self._queue_url)
+        self._dead_letter = self._max_receives is not None
         if not self._dead_letter:
             log.warning("queue has no redrive policy; rejected messages will be deleted")
         if ready is not None:
@@ -146,7 +154,7 @@ class SqsSource:
             ),
         )
         try:
-            await self._handle(result)
+            dispositions = await self._handle(result)
         except TemporaryError as exc:
             log.warning(
                 "notice not handled yet; will retry",
@@ -154,7 +162,46 @@ class SqsSource:
             )
             await self._release(message)
             return
+        if _concerns_others(dispositions):
+            await self._not_ours(message)
+            return
         await self._delete(message)
+
+    async def _not_ours(self, message: QueueMessage) -> None:
+        if self._settings.not_ours == "delete":
+            await self._delete(message)
+            self._metrics.not_ours_messages.labels("deleted").inc()
+            return
+        fifo = self._queue_url.endswith(".fifo")
+        at_limit = self._max_receives is not None and message.receive_count >= self._max_receives
+        if not at_limit or fifo:
+            # Visible again soon for the other handlers; not at once, or we take it back.
+            await self._aws.change_visibility(
+                self._queue_url,
+                message.receipt_handle,
+                self._settings.not_ours_visibility_seconds,
+            )
+            self._metrics.not_ours_messages.labels("released").inc()
+            return
+        # The next receive would dead-letter it, though it is only meant for someone else.
+        if message.forwards >= self._settings.not_ours_max_forwards:
+            log.warning(
+                "no handler claimed this notice; dropped",
+                extra=fields(message_id=message.message_id, forwards=message.forwards),
+            )
+            await self._delete(message)
+            self._metrics.not_ours_messages.labels("dropped").inc()
+            return
+        await self._aws.forward_message(
+            self._queue_url,
+            message.body,
+            forwards=message.forwards + 1,
+            # Visible at once: a new message is offered to every waiting long poll alike,
+            # where a visibility timeout running out favours whoever polls next (often us).
+            delay_seconds=0,
+        )
+        await self._delete(message)
+        self._metrics.not_ours_messages.labels("forwarded").inc()
 
     async def _reject(self, message: QueueMessage, result: Rejected) -> None:
         self._metrics.rejected.labels(result.reason).inc()
@@ -207,3 +254,8 @@ class SqsSource:
             extender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await extender
+
+
+def _concerns_others(dispositions: object) -> bool:
+    """Some instance of the notice belongs to someone else (a coordinator's dispositions)."""
+    return isinstance(dispositions, list) and Disposition.NOT_OURS in dispositions

@@ -238,3 +238,35 @@ async def test_restart_mid_drain_resumes_it(ecs_stack: EcsStack) -> None:
 
         await eventually(terminated, within=10)
     assert len(s.calls("CompleteLifecycleAction")) == 1
+
+
+async def test_dry_run_changes_nothing_on_ecs(ecs_stack: EcsStack) -> None:
+    s = ecs_stack
+    spot, scaled = s.instances[0], s.instances[1]
+    tasks_before = {i: sorted(t["taskArn"] for t in s.tasks_on(i)) for i in (spot, scaled)}
+    since = time.monotonic()
+    async with running(s.settings(dry_run=True)) as service:
+        s.aws.send_spot_interruption(spot)
+        s.aws.scale_in(s.group, scaled)
+
+        async def decided() -> bool:
+            would = "lifecycled_dry_run_actions_total"
+            return (
+                metric(service, would, kind=SPOT, action="drain") == 1
+                and metric(service, would, kind=HOOK, action="drain") == 1
+            )
+
+        await eventually(decided, within=20)
+    changes = [
+        f"{c.service}:{c.action}"
+        for c in s.aws.calls.snapshot()
+        if c.time >= since
+        and not c.from_devstack
+        and not c.action.startswith(("Describe", "List", "Get"))
+        and c.action not in ("ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility")
+    ]
+    assert changes == []
+    assert s.aws.lifecycle_state(scaled) == "Terminating:Wait"  # left to its default result
+    for instance in (spot, scaled):
+        assert s.aws.container_instance(s.cluster, instance)["status"] == "ACTIVE"
+        assert sorted(t["taskArn"] for t in s.tasks_on(instance)) == tasks_before[instance]

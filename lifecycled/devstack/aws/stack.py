@@ -229,6 +229,7 @@ class AwsStack(EcsHelpers):
         notification_queue: Queue | None = None,
         instance_type: str = "m5.large",
         spot: bool = False,
+        tags: dict[str, str] | None = None,
     ) -> list[Instance]:
         """An Auto Scaling group of `size` instances spread over three subnets.
 
@@ -255,6 +256,10 @@ class AwsStack(EcsHelpers):
             DesiredCapacity=size,
             VPCZoneIdentifier=",".join(self._ensure_subnets()),
             LifecycleHookSpecificationList=hooks,
+            # Propagated to the instances, as an EKS node group's cluster tags are.
+            Tags=[
+                {"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in (tags or {}).items()
+            ],
         )
         return self.group_instances(name)
 

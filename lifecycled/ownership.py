@@ -1,0 +1,72 @@
+"""Is an instance this cluster's? By an EC2 tag (both platforms) before anything is done.
+
+The platform's own resolution (a node that matches `LIFECYCLED_NODE_SELECTOR`, a container
+instance in `LIFECYCLED_ECS_CLUSTERS`) is the second half of the answer; the coordinator asks
+both. Without `owner_tag` and `cluster_name` there is no tag check.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lifecycled.clients.aws import AwsClients, InstanceInfo
+from lifecycled.events.model import InstanceId
+from lifecycled.settings import Settings
+
+EKS_CLUSTER_TAG = "aws:eks:cluster-name"
+KUBERNETES_CLUSTER_TAG = "kubernetes.io/cluster/"
+
+
+def tag_rule(settings: Settings) -> tuple[tuple[str, str | None], ...]:
+    """(key, value or None for "any value") pairs; an instance is ours if it has one."""
+    if settings.owner_tag:
+        key, sep, value = settings.owner_tag.partition("=")
+        return ((key.strip(), value.strip() if sep else None),)
+    if settings.cluster_name:
+        name = settings.cluster_name
+        return ((KUBERNETES_CLUSTER_TAG + name, None), (EKS_CLUSTER_TAG, name))
+    return ()
+
+
+def has_owner_tag(tags: dict[str, str], rule: tuple[tuple[str, str | None], ...]) -> bool:
+    return any(key in tags and (value is None or tags[key] == value) for key, value in rule)
+
+
+def describe_rule(rule: tuple[tuple[str, str | None], ...]) -> str:
+    return " or ".join(key if value is None else f"{key}={value}" for key, value in rule)
+
+
+class Ownership:
+    """Tag checks, each instance's tags read once per `node_cache_seconds`."""
+
+    def __init__(self, aws: AwsClients, settings: Settings) -> None:
+        self._aws = aws
+        self._rule = tag_rule(settings)
+        self._max_age = max(settings.node_cache_seconds, 1.0)
+        self._tags: dict[InstanceId, tuple[float, InstanceInfo | None]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._rule)
+
+    async def why_not_ours(self, instance_id: InstanceId) -> str | None:
+        """None when the instance carries our tag (or no tag is required); else the reason."""
+        if not self._rule:
+            return None
+        info = await self._describe(instance_id)
+        if info is None:
+            return "instance unknown to EC2 here"
+        if has_owner_tag(info.tags, self._rule):
+            return None
+        return f"instance lacks tag {describe_rule(self._rule)}"
+
+    async def _describe(self, instance_id: InstanceId) -> InstanceInfo | None:
+        now = time.monotonic()
+        cached = self._tags.get(instance_id)
+        if cached is not None and now - cached[0] < self._max_age:
+            return cached[1]
+        if len(self._tags) > 10_000:
+            self._tags.clear()
+        info = await self._aws.describe_instance(instance_id)
+        self._tags[instance_id] = (now, info)
+        return info
