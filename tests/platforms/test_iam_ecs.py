@@ -66,8 +66,8 @@ def iam_action(service: str, operation: str) -> str:
     return f"{IAM_PREFIX.get(service, service)}:{api}"
 
 
-def policy_actions() -> set[str]:
-    policy = json.loads((ROOT / "docs" / "iam-ecs.json").read_text())
+def policy_actions(name: str = "iam-ecs.json") -> set[str]:
+    policy = json.loads((ROOT / "docs" / name).read_text())
     actions: set[str] = set()
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow"

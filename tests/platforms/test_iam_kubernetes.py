@@ -6,7 +6,6 @@ from the modules that run in Kubernetes mode, queue (SQS) and DaemonSet (IMDS) s
 
 from __future__ import annotations
 
-import json
 import re
 
 from tests.platforms import test_iam_ecs as derive
@@ -26,23 +25,13 @@ def used_in_kubernetes_mode(methods: set[str]) -> set[str]:
     return used
 
 
-def policy_actions() -> set[str]:
-    policy = json.loads((derive.ROOT / "docs" / "iam-kubernetes.json").read_text())
-    actions: set[str] = set()
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Allow"
-        listed = statement["Action"]
-        actions |= {listed} if isinstance(listed, str) else set(listed)
-    return actions
-
-
 def test_the_policy_grants_exactly_what_kubernetes_mode_calls() -> None:
     by_method = derive.operations_by_method()
     used = used_in_kubernetes_mode(set(by_method))
     assert {"receive", "describe_instance", "terminating_hooks", "send_message"} <= used
     assert not used & {"stop_task", "run_task", "list_clusters"}, "ECS calls leaked"
     needed = {derive.iam_action(s, o) for m in used for s, o in by_method[m]}
-    granted = policy_actions()
+    granted = derive.policy_actions("iam-kubernetes.json")
     assert not any("*" in a for a in granted), "no wildcard actions"
     assert needed - granted == set(), "called but not granted"
     assert granted - needed == set(), "granted but never called"

@@ -33,6 +33,14 @@ class CrashAt(logging.Handler):
             raise Crash(self.event)
 
 
+# Short leases, so a standby takes over within seconds.
+HA = {
+    "leader_election": True,
+    "lease_duration_seconds": 3,
+    "lease_renew_seconds": 2,
+    "lease_retry_seconds": 1,
+}
+
 BOUNDARIES = [
     "notice received",
     "node cordoned",
@@ -106,14 +114,8 @@ async def test_kill_and_restart_at_each_step_boundary_converges(
 
 
 async def test_two_replicas_never_both_act(stack: Stack) -> None:
-    base = {
-        "leader_election": True,
-        "lease_duration_seconds": 3,
-        "lease_renew_seconds": 2,
-        "lease_retry_seconds": 1,
-    }
-    first = running(stack.settings(identity="replica-a", **base))
-    second = running(stack.settings(identity="replica-b", **base))
+    first = running(stack.settings(identity="replica-a", **HA))
+    second = running(stack.settings(identity="replica-b", **HA))
     samples: list[tuple[float, float]] = []
     async with first as a, second as b:
 
@@ -156,15 +158,9 @@ async def start(settings) -> tuple[Service, asyncio.Event, asyncio.Task[None]]:
 
 
 async def test_a_new_leader_resumes_the_open_drains(stack: Stack) -> None:
-    base = {
-        "leader_election": True,
-        "lease_duration_seconds": 3,
-        "lease_renew_seconds": 2,
-        "lease_retry_seconds": 1,
-    }
     _, node = await start_job(stack, job_manifest("batchwork", idempotent=False, run_seconds=6))
     instance = instance_on(stack, node)
-    replicas = [await start(stack.settings(identity=f"replica-{n}", **base)) for n in "ab"]
+    replicas = [await start(stack.settings(identity=f"replica-{n}", **HA)) for n in "ab"]
     try:
 
         async def one_leads() -> bool:
