@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws import AwsClients, region_known
 from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
@@ -19,6 +19,7 @@ from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
 from lifecycled.server import serve_http
 from lifecycled.settings import Settings
+from lifecycled.sources.imds import with_own_region
 from lifecycled.sources.sqs import SqsSource
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ class Service:
             self.addresses = await stack.enter_async_context(
                 serve_http(host, port, metrics, self.ready)
             )
+            if settings.source == "imds" and not region_known(settings):
+                settings = self.settings = await with_own_region(settings, metrics)
             services = AWS_SERVICES + aws_services_for(settings)
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))

@@ -243,10 +243,12 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
         get = container[probe]["httpGet"]
         expect(get["path"] == path and get["port"] in ("metrics", port), f"{probe} not {path}")
     expect(env.get("POD_NAMESPACE") and env.get("POD_NAME"), "no downward API POD_NAME/NAMESPACE")
-    # botocore needs a region to open lifecycled's clients at start-up.
+    # Queue mode needs a region to open lifecycled's clients at start-up; a DaemonSet pod
+    # falls back to its instance's own (placement/region).
     in_url = re.findall(r"^https://sqs\.([a-z0-9-]+)\.amazonaws\.com/", values["queueUrl"])
     region = values["aws"]["region"] or (in_url[0] if in_url else None)
-    expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
+    if region or values["mode"] == "queue":
+        expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
 
     if values["mode"] == "imds":
         expect(settings.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
@@ -449,7 +451,7 @@ def notes(_: argparse.Namespace) -> None:
 
 
 Q = ["--set", "queueUrl=https://q"]
-IMDS = ["--set", "mode=imds", "--set", "aws.region=us-east-1"]
+IMDS = ["--set", "mode=imds"]
 REFUSED = [
     ("queue mode without a queue", [], "queueUrl is required"),
     ("imds on ECS", ["--set", "mode=imds", "--set", "platform=ecs"], "needs platform kubernetes"),
@@ -458,7 +460,6 @@ REFUSED = [
     ("a setting the chart owns", [*Q, "--set", "config.source=imds"], "source"),
     ("an unknown mode", ["--set", "mode=sidecar"], "mode"),
     ("out of bounds", [*Q, "--set", "config.heartbeat_fraction=1.5"], "heartbeat_fraction"),
-    ("imds without a region", ["--set", "mode=imds"], "aws.region is required"),
     ("a grace shorter than the shutdown", [*Q, "--set", "config.shutdown_grace_seconds=60"],
      "must exceed config.shutdown_grace_seconds"),
     ("leader election in imds mode", [*IMDS, "--set", "leaderElection.enabled=true"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -103,6 +104,7 @@ class AwsClients:
         cls, settings: Settings, metrics: Metrics, services: tuple[str, ...]
     ) -> AsyncIterator[AwsClients]:
         session = get_session()
+        region = region_of(settings)
         base = AioConfig(
             connect_timeout=settings.api_timeout_seconds,
             read_timeout=settings.api_timeout_seconds,
@@ -118,7 +120,7 @@ class AwsClients:
                 config = sqs if service == "sqs" else base
                 clients[service] = await stack.enter_async_context(
                     session.create_client(  # type: ignore[call-overload]
-                        service, region_name=settings.region, config=config
+                        service, region_name=region, config=config
                     )
                 )
             yield cls(clients, metrics)
@@ -555,6 +557,16 @@ def _forwards(message: dict[str, Any]) -> int:
         return max(0, int(value)) if value is not None else 0
     except ValueError:
         return 0
+
+
+def region_of(settings: Settings) -> str | None:
+    """LIFECYCLED_REGION, else AWS_REGION (what the other SDKs and EKS's webhooks set, and
+    botocore alone ignores), else None: botocore's chain (AWS_DEFAULT_REGION, config file)."""
+    return settings.region or os.environ.get("AWS_REGION") or None
+
+
+def region_known(settings: Settings) -> bool:
+    return bool(region_of(settings) or get_session().get_config_variable("region"))
 
 
 def _page(token: str | None) -> dict[str, str]:

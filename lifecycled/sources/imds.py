@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.imds import DEFAULT_TIMEOUT, ImdsClient
-from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
+from lifecycled.errors import ConfigError, LifecycledError, PermanentError, TemporaryError
 from lifecycled.events import check_scope
 from lifecycled.events.asg import TERMINATING
 from lifecycled.events.fields import Reject, clip, instance_id, opt_str, req_str, req_time
@@ -39,6 +39,7 @@ from lifecycled.events.model import (
 )
 from lifecycled.events.times import format_time
 from lifecycled.observe import Metrics, fields
+from lifecycled.retry import retry
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ HISTORY_PATH = "meta-data/events/maintenance/history"  # cancelled and completed
 TARGET_STATE_PATH = "meta-data/autoscaling/target-lifecycle-state"
 INSTANCE_ID_PATH = "meta-data/instance-id"
 IDENTITY_PATH = "dynamic/instance-identity/document"
+REGION_PATH = "meta-data/placement/region"
 GROUP_TAG = "aws:autoscaling:groupName"
 GROUP_TAG_PATH = "meta-data/tags/instance/" + GROUP_TAG
 
@@ -488,6 +490,25 @@ class ImdsSource:
                 hook=notice.lifecycle.hook_name if notice.lifecycle else None,
             ),
         )
+
+
+async def with_own_region(settings: Settings, metrics: Metrics) -> Settings:
+    """`settings` with the instance's own region (placement/region) when nothing names one:
+    a DaemonSet pod needs no AWS_REGION, as it runs on the machine it asks about."""
+    timeout = min(DEFAULT_TIMEOUT, settings.api_timeout_seconds)
+    async with ImdsClient.open(metrics, timeout_seconds=timeout) as imds:
+        try:
+            text = await retry(
+                lambda: imds.get(REGION_PATH), delays=settings.retry_delays, what="IMDS region"
+            )
+        except (TemporaryError, PermanentError) as exc:
+            raise ConfigError(
+                f"no AWS region: set AWS_REGION or LIFECYCLED_REGION ({REGION_PATH}: {exc})"
+            ) from exc
+    if not text or not text.strip():
+        raise ConfigError(f"no AWS region: set AWS_REGION or LIFECYCLED_REGION ({REGION_PATH})")
+    log.info("AWS region from instance metadata", extra=fields(region=text.strip()))
+    return settings.model_copy(update={"region": text.strip()})
 
 
 async def read_identity(imds: ImdsClient) -> Identity:

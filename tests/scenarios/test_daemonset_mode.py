@@ -212,3 +212,22 @@ async def test_scale_in_completes_the_terminating_hook_by_instance_id(
         assert "LifecycleActionToken" not in completes[0].params
         assert completes[0].params["InstanceId"] == machine.instance_id
         assert metric(service, "lifecycled_lifecycle_actions_total", result="CONTINUE") == 1
+
+
+async def test_with_no_region_configured_the_pod_takes_its_machines_own(
+    stack: Stack, imds: ImdsEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DaemonSet pod needs no AWS_REGION: botocore alone would refuse to start without one.
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "LIFECYCLED_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    machine = stack.machines[0]
+    imds.set_target_lifecycle_state("InService")
+    async with daemonset_mode(stack, machine) as service:
+        assert service.settings.region == stack.aws.region
+        stack.aws.scale_in(stack.group, machine.instance_id)  # needs AWS: the hook's release
+        imds.set_target_lifecycle_state("Terminated")
+
+        async def released() -> bool:
+            return metric(service, "lifecycled_lifecycle_actions_total", result="CONTINUE") == 1
+
+        await eventually(released, within=30)

@@ -145,3 +145,14 @@ async def test_retry_gives_up_on_permanent_errors_and_past_the_deadline() -> Non
     loop = asyncio.get_running_loop()
     with pytest.raises(TemporaryError):
         await retry(busy, delays=(10.0,), what="busy", deadline=loop.time() + 1)
+
+
+def test_aws_region_comes_from_our_setting_then_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lifecycled.clients.aws import region_of
+
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert region_of(load_settings(queue_url="http://q")) == "eu-west-1"
+    assert region_of(load_settings(queue_url="http://q", region="ap-south-1")) == "ap-south-1"
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("LIFECYCLED_REGION", raising=False)
+    assert region_of(load_settings(queue_url="http://q")) is None

@@ -48,7 +48,7 @@ app.kubernetes.io/component: {{ ternary "daemonset" "controller" (eq .Values.mod
 {{/*
 AWS_REGION for botocore: aws.region, else the region in a queue URL of the standard form
 (https://sqs.<region>.amazonaws.com/...). Empty: the environment must provide it (IRSA's
-webhook injects AWS_REGION).
+webhook injects AWS_REGION; in imds mode lifecycled reads its instance's own region).
 */}}
 {{- define "lifecycled.region" -}}
 {{- if .Values.aws.region }}
@@ -82,9 +82,6 @@ Combinations the service would refuse, or that would do harm, fail at render tim
 {{- end }}
 {{- if and (eq .Values.mode "imds") .Values.leaderElection.enabled }}
 {{- fail "leaderElection is for queue mode: every DaemonSet pod handles its own node" }}
-{{- end }}
-{{- if and (eq .Values.mode "imds") (not .Values.aws.region) }}
-{{- fail "aws.region is required in imds mode: lifecycled opens its AWS clients at start-up and botocore needs a region (the pod cannot tell it from a queue URL)" }}
 {{- end }}
 {{- $grace := .Values.config.shutdown_grace_seconds | default 20 }}
 {{- if ge (float64 $grace) (float64 .Values.terminationGracePeriodSeconds) }}
