@@ -102,11 +102,11 @@ async def test_a_launch_hook_is_completed_once_the_node_is_ready(stack: Stack, s
         machine = Machine(fresh.id, fresh.private_dns_name, fresh.az)
         await client.CoreV1Api(stack.api).create_node(node_body(machine))
 
-        async def in_service() -> bool:
-            return stack.aws.lifecycle_state(fresh.id) == "InService"
+        async def continued() -> bool:
+            return metric(service, "lifecycled_launch_hooks_total", result="CONTINUE") == 1
 
-        await eventually(in_service, within=15)
-        assert metric(service, "lifecycled_launch_hooks_total", result="CONTINUE") == 1
+        await eventually(continued, within=15)
+        assert stack.aws.lifecycle_state(fresh.id) == "InService"
 
 
 async def test_a_launch_whose_node_never_comes_is_abandoned(stack: Stack, service_for) -> None:
