@@ -68,7 +68,11 @@ class Service:
                     source = make_source(settings, aws, metrics, coordinator)
                     await source.run(until, ready=ready)
 
-            if settings.leader_election:
+            if settings.leader_election and settings.dry_run:
+                # A dry run changes nothing, so replicas acting at once is harmless; taking
+                # the Lease from a live handler that shares its name would not be.
+                log.warning("dry run: leader election is off; this replica never takes a Lease")
+            if settings.leader_election and not settings.dry_run:
                 self.ready.set()  # a standby is healthy and ready; it just does not consume
                 await lead(settings, metrics, stop, work)
             else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -198,3 +199,20 @@ async def test_a_new_leader_resumes_the_open_drains(stack: Stack) -> None:
         for _, stop, _task in replicas:
             stop.set()
         await asyncio.gather(*(r[2] for r in replicas), return_exceptions=True)
+
+
+async def test_a_dry_run_never_takes_the_lease_from_a_live_handler(stack: Stack) -> None:
+    # The trial starts first: were it to stand for election, it would hold the Lease and
+    # the live handler would wait as a standby while nothing drains.
+    async with running(stack.settings(identity="trial", dry_run=True, **HA)) as trial:
+        await asyncio.sleep(1.0)
+        async with running(stack.settings(identity="live", **HA)) as live:
+
+            async def live_leads() -> bool:
+                return metric(live, "lifecycled_leader") == 1
+
+            await eventually(live_leads, within=10)
+            assert metric(trial, "lifecycled_leader") == 0
+            coordination: Any = client.CoordinationV1Api(stack.api)
+            lease = await coordination.read_namespaced_lease("lifecycled", "default")
+            assert lease.spec.holder_identity == "live"
