@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -79,6 +80,14 @@ async def start_job(stack: Stack, manifest: dict[str, Any]) -> tuple[str, str]:
 
 def instance_on(stack: Stack, node: str) -> str:
     return next(i for i, n in stack.node_of.items() if n == node)
+
+
+def spot_drained(service: Any) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        closed = "lifecycled_drain_duration_seconds_count"
+        return metric(service, closed, kind=SPOT, outcome="drained") == 1
+
+    return check
 
 
 async def jobs_named(stack: Stack, prefix: str) -> list[Any]:
@@ -171,15 +180,7 @@ async def test_a_non_idempotent_job_under_a_spot_warning_is_requeued_exactly_onc
 
         await eventually(requeued, within=20)
 
-        async def drained() -> bool:
-            return (
-                metric(
-                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
-                )
-                == 1
-            )
-
-        await eventually(drained, within=20)
+        await eventually(spot_drained(service), within=20)
         copies = await jobs_named(stack, "train-requeue-")
         assert [c.metadata.name for c in copies] == ["train-requeue-1"]
         copy = copies[0]
@@ -262,15 +263,7 @@ async def test_the_requeue_loop_stops_at_the_attempt_limit(stack: Stack, service
 
         await eventually(limited, within=20)
 
-        async def drained() -> bool:
-            return (
-                metric(
-                    service, "lifecycled_drain_duration_seconds_count", kind=SPOT, outcome="drained"
-                )
-                == 1
-            )
-
-        await eventually(drained, within=20)
+        await eventually(spot_drained(service), within=20)
         assert not await jobs_named(stack, "etl-requeue-4")
         events = (await client.CoreV1Api(stack.api).list_namespaced_event("batch")).items
         assert any(
