@@ -87,7 +87,11 @@ async def test_the_machine_going_mid_drain_is_a_forced_termination(
             return metric(service, "lifecycled_forced_terminations_total", kind=kind) == 1
 
         await eventually(forced, within=15)
-        assert (await record_on(stack, node))["outcome"] == "forced_termination"
+
+        async def recorded() -> bool:  # counted first, then written to the node
+            return (await record_on(stack, node)).get("outcome") == "forced_termination"
+
+        await eventually(recorded, within=10)
         assert metric(service, "lifecycled_drains_in_progress") == 0
         assert metric(service, "lifecycled_lifecycle_actions_total", result="CONTINUE") == 0
 
