@@ -98,7 +98,9 @@ async def open_platform(
 
         yield EcsPlatform(aws, settings, metrics)
         return
-    async with KubeClient.open(metrics, settings.api_timeout_seconds) as kube:
+    async with KubeClient.open(
+        metrics, settings.api_timeout_seconds, settings.retry_delays
+    ) as kube:
         yield KubernetesPlatform(kube, aws, settings, metrics)
 
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 
 from lifecycled.drain import Drain, utcnow
+from lifecycled.errors import NotFoundError
 from lifecycled.events import default_action
 from lifecycled.events.actions import CHOOSABLE
 from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
@@ -120,8 +121,22 @@ class Coordinator:
                 results.append(await self._complete_launch(notice, instance_id))
                 continue
             async with self._lock(instance_id):
-                results.append(await self._submit_one(notice, instance_id))
+                results.append(await self._submit_once(notice, instance_id))
         return results
+
+    async def _submit_once(self, notice: Notice, instance_id: InstanceId) -> Disposition:
+        """A notice counts as seen only once it was handled: its intent is on the machine, or
+        it was decided to be nothing to do. A failed first attempt (an API error) raises, and
+        its redelivery is a first attempt again, not a duplicate."""
+        if self._known_foreign(notice, instance_id):
+            return Disposition.NOT_OURS
+        if self._is_duplicate(notice, instance_id):
+            self._metrics.duplicates.labels(notice.kind).inc()
+            return Disposition.DUPLICATE
+        disposition = await self._submit_one(notice, instance_id)
+        if disposition is not Disposition.NOT_OURS:  # not ours may be ours later
+            self._mark_seen(notice, instance_id)
+        return disposition
 
     async def _complete_launch(self, notice: Notice, instance_id: InstanceId) -> Disposition:
         if notice.lifecycle is None:
@@ -159,11 +174,6 @@ class Coordinator:
         return self._locks.setdefault(instance_id, asyncio.Lock())
 
     async def _submit_one(self, notice: Notice, instance_id: InstanceId) -> Disposition:
-        if self._known_foreign(notice, instance_id):
-            return Disposition.NOT_OURS
-        if self._is_duplicate(notice, instance_id):
-            self._metrics.duplicates.labels(notice.kind).inc()
-            return Disposition.DUPLICATE
         target: str | None = None
         if instance_id not in self._drains and instance_id not in self._finished:
             # Ours only if tagged as ours (when a tag is required) and on our platform.
@@ -208,7 +218,10 @@ class Coordinator:
         )
         if self._settings.dry_run:
             return await self._dry_run(target, record)
-        await self._platform.write_record(target, record, cordon=True)
+        try:
+            await self._platform.write_record(target, record, cordon=True)
+        except NotFoundError:
+            return await self._target_gone(notice, target, record)
         since_event = (utcnow() - notice.event_time).total_seconds()
         self._metrics.notice_to_cordon.observe(max(0.0, since_event))
         log.info(
@@ -224,6 +237,17 @@ class Coordinator:
         )
         self._start(target, record)
         return Disposition.OPENED
+
+    async def _target_gone(self, notice: Notice, target: str, record: DrainRecord) -> Disposition:
+        """The node (container instance) went between resolving and cordoning: nothing left
+        to drain. Its hook is released at once rather than left to time out."""
+        log.info(
+            "target already gone; nothing to drain",
+            extra=fields(node=target, instance=record.instance_id, kind=notice.kind),
+        )
+        if record.hook is not None:
+            await self._hooks.complete(record.hook, record.instance_id, "CONTINUE")
+        return Disposition.RECORDED
 
     async def _owner_check(self, instance_id: InstanceId) -> tuple[str | None, str | None]:
         """(target, None) when the instance is ours, else (None, why not)."""
@@ -243,8 +267,6 @@ class Coordinator:
             extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id, why=why),
         )
         key = (notice.event_id, instance_id)
-        # Not a duplicate when it comes back: it may be ours later (a node registering).
-        self._seen.pop(key, None)
         self._foreign[key] = time.monotonic() + max(self._settings.node_cache_seconds, 1.0)
         return Disposition.NOT_OURS
 
@@ -266,14 +288,13 @@ class Coordinator:
         self._threatened.add(instance_id)
 
     def _is_duplicate(self, notice: Notice, instance_id: InstanceId) -> bool:
+        return self._seen.get((notice.event_id, instance_id), 0.0) > time.monotonic()
+
+    def _mark_seen(self, notice: Notice, instance_id: InstanceId) -> None:
         now = time.monotonic()
         if len(self._seen) > 10_000:
             self._seen = {k: v for k, v in self._seen.items() if v > now}
-        key = (notice.event_id, instance_id)
-        if self._seen.get(key, 0.0) > now:
-            return True
-        self._seen[key] = now + self._settings.dedupe_seconds
-        return False
+        self._seen[(notice.event_id, instance_id)] = now + self._settings.dedupe_seconds
 
     def _recorded(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
         log.info(

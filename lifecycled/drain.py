@@ -11,6 +11,7 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from lifecycled.errors import LifecycledError, NotFoundError, PermanentError, TemporaryError
 from lifecycled.events.model import Action
 from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.observe import Metrics, fields
@@ -74,9 +75,34 @@ class Drain:
             self._metrics.drains_in_progress.dec()
 
     async def _work(self) -> Outcome:
+        """Vacate; a temporary error retries (with back-off) until the cutoff, a permanent one
+        ends the drain as `failed`. Either way the hook is released after, never left."""
         if self.record.action is Action.CORDON:
             return Outcome.CORDONED
-        drained = await self._platform.vacate(self.target, self)
+        loop = asyncio.get_running_loop()
+        delays = self._settings.retry_delays or (1.0,)
+        failures = 0
+        while True:
+            try:
+                drained = await self._platform.vacate(self.target, self)
+                break
+            except TemporaryError as exc:
+                delay = exc.delay or delays[min(failures, len(delays) - 1)]
+                failures += 1
+                self._metrics.drain_errors.labels(self.record.kind, "temporary").inc()
+                if loop.time() + delay >= self.cutoff():
+                    drained = False
+                    break
+                log.warning(
+                    "drain step failed; will retry",
+                    extra=fields(node=self.target, attempt=failures, delay=delay, error=str(exc)),
+                )
+                await asyncio.sleep(delay)
+            except PermanentError as exc:
+                return self._failed(exc)
+            except Exception as exc:  # a bug: still release the hook, and say where it broke
+                log.exception("drain broke", extra=fields(node=self.target))
+                return self._failed(exc)
         if drained:
             return Outcome.DRAINED
         self._metrics.deadlines_missed.labels(self.record.kind).inc()
@@ -91,6 +117,19 @@ class Drain:
         )
         return Outcome.DEADLINE_MISSED
 
+    def _failed(self, exc: Exception) -> Outcome:
+        self._metrics.drain_errors.labels(self.record.kind, "permanent").inc()
+        log.error(
+            "drain failed; releasing its hook",
+            extra=fields(
+                node=self.target,
+                instance=self.record.instance_id,
+                kind=self.record.kind,
+                error=str(exc),
+            ),
+        )
+        return Outcome.FAILED
+
     def _start_holding(self) -> None:
         hook = self.record.hook
         if hook is None or self._holding is not None or self._tg is None:
@@ -104,13 +143,33 @@ class Drain:
         self._done.set()
         if self._holding is not None:
             await self._holding
-        if self.record.hook is not None:
+        if self.record.hook is None:
+            return
+        try:
             await self._hooks.complete(self.record.hook, self.record.instance_id, "CONTINUE")
+        except LifecycledError as exc:
+            # Counted by `complete`; the record stays open, so the next start tries again.
+            log.error(
+                "could not complete the lifecycle hook",
+                extra=fields(
+                    instance=self.record.instance_id, hook=self.record.hook.name, error=str(exc)
+                ),
+            )
 
     async def _close(self, outcome: Outcome) -> None:
         self.outcome = outcome
         self.record = self.record.closed(outcome)
-        await self._platform.write_record(self.target, self.record, cordon=False)
+        try:
+            await self._platform.write_record(self.target, self.record, cordon=False)
+        except NotFoundError:
+            log.info(
+                "target gone before its drain record was closed", extra=fields(node=self.target)
+            )
+        except LifecycledError as exc:
+            # The record stays open on the machine: the next start resumes and closes it.
+            log.warning(
+                "could not close the drain record", extra=fields(node=self.target, error=str(exc))
+            )
         took = (utcnow() - self.record.event_time).total_seconds()
         self._metrics.drain_duration.labels(self.record.kind, outcome).observe(took)
         log.info(
@@ -161,9 +220,4 @@ class Drain:
             "instance terminated before its drain finished",
             extra=fields(node=self.target, instance=self.record.instance_id, kind=self.record.kind),
         )
-        try:
-            await self._close(Outcome.FORCED)
-        except Exception as exc:  # the node object may be gone with the machine
-            log.info(
-                "could not close the drain record", extra=fields(node=self.target, error=str(exc))
-            )
+        await self._close(Outcome.FORCED)  # the node object may be gone with the machine

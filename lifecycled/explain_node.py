@@ -86,7 +86,7 @@ async def explain_node(
     metrics = Metrics()
     async with (
         AwsClients.open(settings, metrics, ("ec2",)) as aws,
-        KubeClient.open(metrics, settings.api_timeout_seconds) as kube,
+        KubeClient.open(metrics, settings.api_timeout_seconds, settings.retry_delays) as kube,
     ):
         current = await kube.get_node(node)
         instance = instance_id_of(current)

@@ -86,6 +86,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.drain_errors = Counter(
+            "lifecycled_drain_errors_total",
+            "Errors inside drains: temporary (the step is retried until the deadline) or "
+            "permanent (the drain ends as failed and its hook is released), by kind.",
+            ["kind", "error"],
+            registry=r,
+        )
         self.deadlines_missed = Counter(
             "lifecycled_deadlines_missed_total",
             "Drains that did not finish before their deadline, by kind.",

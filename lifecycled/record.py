@@ -29,6 +29,7 @@ class Outcome(enum.StrEnum):
     CORDONED = "cordoned"  # cordon-only notices
     DEADLINE_MISSED = "deadline_missed"
     FORCED = "forced_termination"  # the machine went while the drain was open
+    FAILED = "failed"  # a permanent error (forbidden, invalid) ended the drain; hook released
     SUPERSEDED = "superseded"
     CANCELLED = "cancelled"  # AWS cancelled the scheduled change: the node was given back
     UNCORDONED = "uncordoned"  # a rebalance recommendation that never became an interruption

@@ -21,18 +21,22 @@ async def retry(
     delays: Sequence[float],
     what: str,
     deadline: float | None = None,
+    on: type[TemporaryError] = TemporaryError,
+    never: tuple[type[TemporaryError], ...] = (),
 ) -> T:
     """Run `call`; on TemporaryError wait the next delay (or the error's own hint) and retry.
 
-    `deadline` is a loop-time limit: no retry starts that would sleep past it.
-    PermanentError and anything unexpected propagate at once.
+        `deadline` is a loop-time limit: no retry starts that would sleep past it. `on` narrows
+        what is retried here (e.g. ConflictError, when the client below already retries the rest);
+    `never` lists temporary errors that are the caller's to handle (a 409 needs a fresh read).
+        PermanentError and anything unexpected propagate at once.
     """
     attempts = len(delays) + 1
     for attempt in range(1, attempts + 1):
         try:
             return await call()
-        except TemporaryError as exc:
-            if attempt == attempts:
+        except on as exc:
+            if attempt == attempts or isinstance(exc, never):
                 raise
             delay = exc.delay if exc.delay is not None else delays[attempt - 1]
             loop_time = asyncio.get_running_loop().time()

@@ -1,5 +1,11 @@
 """The only module that talks to Kubernetes: kubernetes_asyncio behind small methods.
 
+Every call retries temporary errors (5xx, 429 with its Retry-After, timeouts, resets) with
+the settings' delays: all of them are safe to repeat (reads; patches; creates whose
+AlreadyExists is success; deletes whose NotFound is success). Not retried here: 409 (the
+caller must read again) and the eviction API's 429 (a disruption budget: the drain loop
+comes back to it).
+
 Objects are plain JSON dicts: we read and patch a handful of fields, and the generated
 models would cost a full (de)serialisation of every pod on every poll.
 Configuration follows the ecosystem: KUBECONFIG / ~/.kube/config, else the in-cluster account.
@@ -11,7 +17,7 @@ import contextlib
 import enum
 import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -25,12 +31,17 @@ from lifecycled.errors import (
     TemporaryError,
 )
 from lifecycled.observe import Metrics
+from lifecycled.retry import retry
 
 JsonDict = dict[str, Any]
 
 
 class EvictionBlocked(TemporaryError):
     """429 from the eviction API: a PodDisruptionBudget does not allow it now."""
+
+
+class TooManyRequests(TemporaryError):
+    """HTTP 429: throttled (API priority and fairness), or, from the eviction API, a budget."""
 
 
 class EvictOutcome(enum.StrEnum):
@@ -53,7 +64,7 @@ def _error(status: int, body: bytes, headers: Any) -> Exception:
     if status == 409:
         return AlreadyExistsError(text) if reason == "AlreadyExists" else ConflictError(text)
     if status == 429:
-        return TemporaryError(text, delay=delay)
+        return TooManyRequests(text, delay=delay)
     if status >= 500:
         return TemporaryError(text, delay=delay)
     return PermanentError(text)
@@ -79,21 +90,43 @@ async def load_configuration() -> client.Configuration:
 
 
 class KubeClient:
-    def __init__(self, api: client.ApiClient, metrics: Metrics, timeout: float) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        metrics: Metrics,
+        timeout: float,
+        delays: Sequence[float] = (),
+    ) -> None:
         self.api = api  # for the library's leader election, which takes the ApiClient
         self._core = client.CoreV1Api(api)
         self._batch = client.BatchV1Api(api)
         self._metrics = metrics
         self._timeout = timeout
+        self._delays = tuple(delays)
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, metrics: Metrics, request_timeout: float) -> AsyncIterator[KubeClient]:
+    async def open(
+        cls, metrics: Metrics, request_timeout: float, delays: Sequence[float] = ()
+    ) -> AsyncIterator[KubeClient]:
         configuration = await load_configuration()
         async with client.ApiClient(configuration) as api:
-            yield cls(api, metrics, request_timeout)
+            yield cls(api, metrics, request_timeout, delays)
 
     async def _request(
+        self,
+        operation: str,
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        never: tuple[type[TemporaryError], ...] = (ConflictError,),
+        **kwargs: Any,
+    ) -> JsonDict:
+        async def once() -> JsonDict:
+            return await self._once(operation, method, *args, **kwargs)
+
+        return await retry(once, delays=self._delays, what=operation, never=never)
+
+    async def _once(
         self, operation: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> JsonDict:
         with self._metrics.api_call("kubernetes", operation):
@@ -118,7 +151,7 @@ class KubeClient:
         return await self._request("read_node", self._core.read_node, name)
 
     async def list_nodes(self, label_selector: str | None = None) -> list[JsonDict]:
-        kwargs = {"label_selector": label_selector} if label_selector else {}
+        kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
         reply = await self._request("list_node", self._core.list_node, **kwargs)
         items: list[JsonDict] = reply.get("items", [])
         return items
@@ -151,13 +184,12 @@ class KubeClient:
                 name,
                 namespace,
                 body,
+                never=(ConflictError, TooManyRequests),
             )
         except NotFoundError:
             return EvictOutcome.GONE
-        except TemporaryError as exc:
-            if str(exc).startswith("HTTP 429"):
-                raise EvictionBlocked(str(exc), delay=exc.delay) from exc
-            raise
+        except TooManyRequests as exc:
+            raise EvictionBlocked(str(exc), delay=exc.delay) from exc
         return EvictOutcome.EVICTED
 
     async def get_pod(self, namespace: str, name: str) -> JsonDict:

@@ -29,7 +29,9 @@ Work = Callable[[asyncio.Event, asyncio.Event], Awaitable[None]]
 async def lead(settings: Settings, metrics: Metrics, stop: asyncio.Event, work: Work) -> None:
     """Stand for election until `stop`; run `work` for as long as we hold the lease."""
     identity = settings.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
-    async with KubeClient.open(metrics, settings.api_timeout_seconds) as kube:
+    async with KubeClient.open(
+        metrics, settings.api_timeout_seconds, settings.retry_delays
+    ) as kube:
         while not stop.is_set():
             await _term(settings, metrics, stop, work, kube, identity)
 

@@ -17,7 +17,7 @@ import time
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import JsonDict, KubeClient
-from lifecycled.errors import AlreadyExistsError, NotFoundError
+from lifecycled.errors import AlreadyExistsError, ConflictError, NotFoundError
 from lifecycled.jobs import (
     ATTEMPT_ANNOTATION,
     CHECKPOINT_KEYS_ANNOTATION,
@@ -225,6 +225,7 @@ class JobRequeuer:
             lambda: self._requeue(target, node, reason),
             delays=self._settings.retry_delays,
             what=f"requeue {target.describe()}",
+            on=ConflictError,  # a concurrent writer: read again; the client retries the rest
         )
 
     async def _requeue(self, target: _Target, node: str, reason: str) -> bool:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
-from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
+from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
 from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, decide
 from lifecycled.observe import EventRecorder, Metrics, fields
@@ -203,7 +203,12 @@ class KubernetesPlatform:
                 self._balancers.exclude(current, record, patch)
             await self._kube.patch_node(node, patch)
 
-        await retry(attempt, delays=self._settings.retry_delays, what=f"record drain on {node}")
+        await retry(
+            attempt,
+            delays=self._settings.retry_delays,
+            what=f"record drain on {node}",
+            on=ConflictError,
+        )
 
     async def uncordon(self, node: str, record: DrainRecord) -> None:
         """Our taint off, the cordon lifted unless it was there before us, `record` written: one
@@ -230,7 +235,9 @@ class KubernetesPlatform:
             self._balancers.include(current, patch)
             await self._kube.patch_node(node, patch)
 
-        await retry(attempt, delays=self._settings.retry_delays, what=f"uncordon {node}")
+        await retry(
+            attempt, delays=self._settings.retry_delays, what=f"uncordon {node}", on=ConflictError
+        )
 
     async def preview(self, node: str, record: DrainRecord) -> list[dict[str, str]]:
         """What `vacate` would do to each pod now (dry run, explain); reads only."""
@@ -389,11 +396,7 @@ class KubernetesPlatform:
             )
 
     async def _list_pods(self, node: str) -> list[JsonDict]:
-        return await retry(
-            lambda: self._kube.list_pods_on_node(node),
-            delays=self._settings.retry_delays,
-            what=f"list pods on {node}",
-        )
+        return await self._kube.list_pods_on_node(node)  # the client retries
 
     async def _evict_one(self, node: str, pod: PodRef, next_try: dict[str, float]) -> None:
         loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from lifecycled.clients.aws import AwsClients, QueueMessage
 from lifecycled.coordinator import Disposition
-from lifecycled.errors import LifecycledError, TemporaryError
+from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
 from lifecycled.events import check_scope, parse_message
 from lifecycled.events.model import Ignored, Notice, Rejected
 from lifecycled.observe import Metrics, fields
@@ -159,6 +159,15 @@ class SqsSource:
             log.warning(
                 "notice not handled yet; will retry",
                 extra=fields(message_id=message.message_id, error=str(exc)),
+            )
+            await self._release(message)
+            return
+        except PermanentError as exc:
+            # Forbidden, invalid: back with a back-off; the redrive policy moves it aside
+            # (evidence kept) if it never succeeds.
+            log.error(
+                "notice could not be handled",
+                extra=fields(message_id=message.message_id, kind=result.kind, error=str(exc)),
             )
             await self._release(message)
             return
