@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo
+	$(PY) -m devstack.demo
 
 # The same service in its other two modes: DaemonSet (IMDS polling) and ECS.
 demo-imds: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo_imds
+	$(PY) -m devstack.demo_imds
 
 demo-ecs: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo_ecs
+	$(PY) -m devstack.demo_ecs
 
 demo-all: demo demo-imds demo-ecs
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
-from lifecycled.devstack.demo import Timeline
-from lifecycled.devstack.kube import KubeApiServerThread
-from lifecycled.devstack.service_process import Values, service_process, total
+from devstack.aws import AwsStack
+from devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
+from devstack.demo import Timeline
+from devstack.kube import KubeApiServerThread
+from devstack.service_process import Values, service_process, total
 
 CORDON_P95_LIMIT = 5.0
 DRAIN_MAX_LIMIT = 100.0

@@ -9,7 +9,7 @@ Prometheus Operator kinds (no schema offline) by their structure and PromQL, and
 against the code: the container's environment must load as lifecycled's Settings, the RBAC
 rules must be exactly the API calls lifecycled/clients/ makes, the alerts may only use
 metrics and labels lifecycled/observe.py defines. The CloudFormation template is linted and
-its EventBridge rules compared with lifecycled/devstack/aws/rules.py.
+its EventBridge rules compared with devstack/aws/rules.py.
 """
 
 from __future__ import annotations
@@ -504,7 +504,7 @@ CfnLoader.add_multi_constructor("!", _intrinsic)
 
 @step("queue.yaml: the EventBridge rules are rules.py's, the queue takes only them")
 def queue_template(_: argparse.Namespace) -> None:
-    # rules.py by its path: importing lifecycled.devstack would import moto (seconds).
+    # rules.py by its path: importing devstack would import moto (seconds).
     spec = importlib.util.spec_from_file_location(
         "rules", ROOT / "lifecycled" / "devstack" / "aws" / "rules.py"
     )

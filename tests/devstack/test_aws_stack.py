@@ -12,7 +12,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lifecycled.devstack.aws import EVENT_RULES, AwsStack, Queue
+from devstack.aws import EVENT_RULES, AwsStack, Queue
 
 from .aws_fixtures import about, aws_fixture, name_fixture, receive, routed_fixture
 
@@ -227,7 +227,7 @@ def test_non_default_account_appears_in_events(name: str) -> None:
 
 def test_module_entry_point_prints_exports() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifecycled.devstack.aws", "--queue", "cli-q", "--group", "cli:1"],
+        [sys.executable, "-m", "devstack.aws", "--queue", "cli-q", "--group", "cli:1"],
         stdout=subprocess.PIPE,
         text=True,
     )
