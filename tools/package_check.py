@@ -9,7 +9,7 @@ Prometheus Operator kinds (no schema offline) by their structure and PromQL, and
 against the code: the container's environment must load as lifecycled's Settings, the RBAC
 rules must be exactly the API calls lifecycled/clients/ makes, the alerts may only use
 metrics and labels lifecycled/observe.py defines. The CloudFormation template is linted and
-its EventBridge rules compared with devstack/aws/rules.py.
+its EventBridge rules compared with lifecycled/rules.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import importlib.util
 import inspect
 import os
 import re
@@ -504,14 +503,7 @@ CfnLoader.add_multi_constructor("!", _intrinsic)
 
 @step("queue.yaml: the EventBridge rules are rules.py's, the queue takes only them")
 def queue_template(_: argparse.Namespace) -> None:
-    # rules.py by its path: importing devstack would import moto (seconds).
-    spec = importlib.util.spec_from_file_location(
-        "rules", ROOT / "lifecycled" / "devstack" / "aws" / "rules.py"
-    )
-    assert spec is not None and spec.loader is not None
-    rules_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rules_module)
-    EVENT_RULES = rules_module.EVENT_RULES
+    from lifecycled.rules import EVENT_RULES
 
     template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
     resources = template["Resources"]

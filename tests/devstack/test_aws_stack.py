@@ -12,7 +12,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from devstack.aws import EVENT_RULES, AwsStack, Queue
+from devstack.aws import AwsStack, Queue
+from lifecycled.rules import EVENT_RULES
 
 from .aws_fixtures import about, aws_fixture, name_fixture, receive, routed_fixture
 
