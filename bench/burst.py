@@ -6,8 +6,10 @@ memory. Targets (checked; exit 1
 when missed): cordon p95 under 5 s, every drain done within 100 s of a 120 s warning, peak
 RSS under 250 MiB.
 
-    python bench/burst.py                 # 60 nodes, 30 warnings (make bench)
-    python bench/burst.py --nodes 12 --burst 6   # the CI-sized run (make bench-short)
+    python -m bench.burst                 # 60 nodes, 30 warnings (make bench)
+    python -m bench.burst --nodes 12 --burst 6   # the CI-sized run (make bench-short)
+
+from the repo root, where devstack/ (not installed with lifecycled) is importable.
 """
 
 from __future__ import annotations

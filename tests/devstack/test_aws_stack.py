@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
@@ -229,6 +230,7 @@ def test_non_default_account_appears_in_events(name: str) -> None:
 def test_module_entry_point_prints_exports() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack.aws", "--queue", "cli-q", "--group", "cli:1"],
+        cwd=Path(__file__).resolve().parents[2],  # devstack/ is not installed: the repo root
         stdout=subprocess.PIPE,
         text=True,
     )
