@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lifecycled.devstack.aws import AwsStack
+from devstack.aws import AwsStack
 from lifecycled.events.model import InstanceId, NoticeKind
 from lifecycled.jobs import IDEMPOTENT_ANNOTATION, REQUEUE_ANNOTATION
 from lifecycled.platforms.ecs import split_target

@@ -16,9 +16,8 @@ import botocore.session
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lifecycled"
-# Kubernetes-only modules (and the test stack) do not run in ECS mode.
+# Kubernetes-only modules do not run in ECS mode.
 NOT_IN_ECS_MODE = (
-    "devstack/",
     "platforms/kubernetes.py",
     "platforms/kube_jobs.py",
     "platforms/kube_lb.py",

@@ -10,8 +10,8 @@ import re
 
 from tests.platforms import test_iam_ecs as derive
 
-# ECS-only modules (and the test stack) do not run in Kubernetes mode.
-NOT_IN_KUBERNETES_MODE = ("devstack/", "platforms/ecs/", "clients/")
+# ECS-only modules do not run in Kubernetes mode.
+NOT_IN_KUBERNETES_MODE = ("platforms/ecs/", "clients/")
 
 
 def used_in_kubernetes_mode(methods: set[str]) -> set[str]:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
 from lifecycled.clients.aws import InstanceInfo
-from lifecycled.devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.fields import Reject
 from lifecycled.events.model import InstanceId, LifecycleAction, Notice, NoticeKind
