@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 
-from lifecycled.clients.aws import AwsClients, HookInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.autoscaling import HookInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.observe import Metrics, fields
 from lifecycled.record import HookRef
@@ -33,7 +34,7 @@ class LifecycleHooks:
         if key not in self._info:
             try:
                 found = await retry(
-                    lambda: self._aws.describe_hook(hook.group, hook.name),
+                    lambda: self._aws.autoscaling.describe_hook(hook.group, hook.name),
                     delays=self._settings.retry_delays,
                     what="describe lifecycle hook",
                 )
@@ -57,7 +58,7 @@ class LifecycleHooks:
                 return
             try:
                 await retry(
-                    lambda: self._aws.record_heartbeat(
+                    lambda: self._aws.autoscaling.record_heartbeat(
                         hook.group, hook.name, hook.token, instance_id
                     ),
                     delays=self._settings.retry_delays,
@@ -79,7 +80,7 @@ class LifecycleHooks:
         """Release the hook. False when AWS no longer knows the action (timed out, completed)."""
         try:
             await retry(
-                lambda: self._aws.complete_lifecycle_action(
+                lambda: self._aws.autoscaling.complete_lifecycle_action(
                     hook.group, hook.name, hook.token, instance_id, result
                 ),
                 delays=self._settings.retry_delays,

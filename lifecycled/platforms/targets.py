@@ -14,7 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from lifecycled.clients.aws import AwsClients, LbTarget
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.elbv2 import LbTarget
 from lifecycled.errors import PermanentError
 
 K = TypeVar("K")
@@ -58,20 +59,20 @@ class TargetGroups:
 
     async def deregister(self, group: str, targets: list[LbTarget]) -> None:
         try:
-            await self._aws.deregister_targets(group, targets)
+            await self._aws.elbv2.deregister_targets(group, targets)
         except PermanentError as exc:
             if "InvalidTarget" not in str(exc):
                 raise
             # Not registered (any more): someone, or an earlier attempt, was first.
 
     async def gone(self, group: str, targets: list[LbTarget]) -> bool:
-        states = await self._aws.target_states(group, targets)
+        states = await self._aws.elbv2.target_states(group, targets)
         return all(states.get(t, "unused") in GONE_STATES for t in targets)
 
     async def delay(self, group: str) -> float:
         cached = self._delays.get(group)
         if cached is None:
-            cached = self._delays.put(group, await self._aws.deregistration_delay(group))
+            cached = self._delays.put(group, await self._aws.elbv2.deregistration_delay(group))
         return cached
 
 

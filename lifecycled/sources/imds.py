@@ -219,7 +219,7 @@ class HookFinder:
         try:
             aws = await self._clients(me)
             group = await self._group(imds, aws, me)
-            hooks = await aws.terminating_hooks(group) if group else []
+            hooks = await aws.autoscaling.terminating_hooks(group) if group else []
         except TemporaryError as exc:
             self._failures += 1
             self._settled = self._failures >= HOOK_ATTEMPTS
@@ -266,7 +266,7 @@ class HookFinder:
         group = await imds.get(GROUP_TAG_PATH)
         if group:
             return group.strip()
-        info = await aws.describe_instance(me.instance_id)
+        info = await aws.ec2.describe_instance(me.instance_id)
         return info.tags.get(GROUP_TAG) if info else None
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from devstack.aws import AwsStack
 from devstack.kube import KubeApiServer
-from lifecycled.clients.aws import AwsClients, LbTarget
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.elbv2 import LbTarget
 from lifecycled.clients.kube import KubeClient
 from lifecycled.events.model import Action
 from lifecycled.observe import Metrics

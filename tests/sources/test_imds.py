@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
-from lifecycled.clients.aws import InstanceInfo
+from lifecycled.clients.aws.ec2 import InstanceInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.fields import Reject
 from lifecycled.events.model import InstanceId, LifecycleAction, Notice, NoticeKind
@@ -251,9 +251,12 @@ async def test_ready_only_after_a_whole_poll_succeeded(imds: ImdsEmulator) -> No
 
 
 class FakeAws:
+    """Stands in for AwsClients: its EC2 and Auto Scaling clients."""
+
     def __init__(self, hooks: list[str] | Exception) -> None:
         self.hooks = hooks
         self.calls: list[str] = []
+        self.ec2 = self.autoscaling = self
 
     async def describe_instance(self, instance_id: str) -> InstanceInfo:
         self.calls.append("describe_instance")
