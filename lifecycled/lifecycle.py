@@ -7,7 +7,7 @@ import contextlib
 import logging
 
 from lifecycled.clients.aws import AwsClients
-from lifecycled.clients.aws.autoscaling import HookInfo
+from lifecycled.clients.aws.autoscaling import HookActionGone, HookInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.observe import Metrics, fields
 from lifecycled.record import HookRef
@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 # AWS's own limits: heartbeat timeout defaults to 3600 s; the global timeout is
 # min(100 x heartbeat timeout, 48 h).
 DEFAULT_HOOK = HookInfo(heartbeat_timeout=3600, global_timeout=172800, default_result="ABANDON")
-EXPIRED_MARKERS = ("No active Lifecycle Action", "No Lifecycle Action found")
 
 
 class LifecycleHooks:
@@ -70,7 +69,7 @@ class LifecycleHooks:
                     "lifecycle heartbeat failed",
                     extra=fields(instance=instance_id, hook=hook.name, error=str(exc)),
                 )
-                if _expired(exc):
+                if isinstance(exc, HookActionGone):
                     return
                 continue
             self._metrics.heartbeats.labels("ok").inc()
@@ -86,23 +85,19 @@ class LifecycleHooks:
                 delays=self._settings.retry_delays,
                 what="complete lifecycle action",
             )
-        except PermanentError as exc:
-            if not _expired(exc):
-                self._metrics.lifecycle_actions.labels("error").inc()
-                raise
+        except HookActionGone as exc:
             self._metrics.lifecycle_actions.labels("expired").inc()
             log.warning(
                 "lifecycle action was no longer open",
                 extra=fields(instance=instance_id, hook=hook.name, error=str(exc)),
             )
             return False
+        except PermanentError:
+            self._metrics.lifecycle_actions.labels("error").inc()
+            raise
         self._metrics.lifecycle_actions.labels(result).inc()
         log.info(
             "lifecycle action completed",
             extra=fields(instance=instance_id, hook=hook.name, group=hook.group, result=result),
         )
         return True
-
-
-def _expired(exc: Exception) -> bool:
-    return any(marker in str(exc) for marker in EXPIRED_MARKERS)

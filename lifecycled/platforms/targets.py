@@ -9,14 +9,14 @@ Kubernetes: the pods' grace periods must).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from lifecycled.clients.aws import AwsClients
-from lifecycled.clients.aws.elbv2 import LbTarget
-from lifecycled.errors import PermanentError
+from lifecycled.clients.aws.elbv2 import InvalidTargetError, LbTarget
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -58,12 +58,9 @@ class TargetGroups:
         self._delays: Cache[str, float] = Cache(cache_seconds)
 
     async def deregister(self, group: str, targets: list[LbTarget]) -> None:
-        try:
+        # InvalidTarget: not registered (any more); someone, or an earlier attempt, was first.
+        with contextlib.suppress(InvalidTargetError):
             await self._aws.elbv2.deregister_targets(group, targets)
-        except PermanentError as exc:
-            if "InvalidTarget" not in str(exc):
-                raise
-            # Not registered (any more): someone, or an earlier attempt, was first.
 
     async def gone(self, group: str, targets: list[LbTarget]) -> bool:
         states = await self._aws.elbv2.target_states(group, targets)
