@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from lifecycled.clients.aws.autoscaling import AutoScalingClient
-from lifecycled.clients.aws.base import open_sessions, region_known, region_of
+from lifecycled.clients.aws.base import open_clients, region_known, region_of
 from lifecycled.clients.aws.ec2 import Ec2Client
 from lifecycled.clients.aws.ecs import EcsClient
 from lifecycled.clients.aws.elb import ClassicElbClient
@@ -43,5 +43,5 @@ class AwsClients:
     async def open(
         cls, settings: Settings, metrics: Metrics, services: tuple[str, ...]
     ) -> AsyncIterator[AwsClients]:
-        async with open_sessions(settings, services) as clients:
+        async with open_clients(settings, services) as clients:
             yield cls(clients, metrics)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, TypeVar
 
 from aiobotocore.config import AioConfig
@@ -46,9 +46,13 @@ NOT_FOUND_CODES = frozenset(
 )
 
 
-def translate(exc: Exception, client: ServiceClient | None = None) -> Exception:
+# A service's own permanent errors: (error code, message) -> a PermanentError subclass, or None.
+Classify = Callable[[str, str], type[PermanentError] | None]
+
+
+def translate(exc: Exception, classify: Classify | None = None) -> Exception:
     """botocore's errors -> ours. Unknown client errors are permanent: retrying won't fix them.
-    `client` may name a more specific permanent error for its service's codes."""
+    `classify` may name a more specific permanent error for a service's own codes."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
@@ -57,7 +61,7 @@ def translate(exc: Exception, client: ServiceClient | None = None) -> Exception:
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in TEMPORARY_CODES or status >= 500:
             return TemporaryError(message)
-        specific = client.classify(code, detail) if client is not None else None
+        specific = classify(code, detail) if classify is not None else None
         if specific is not None:
             return specific(message)
         if code in NOT_FOUND_CODES:
@@ -90,12 +94,12 @@ class ServiceClient:
             try:
                 result: dict[str, Any] = await method(**params)
             except (ClientError, BotoCoreError) as exc:
-                raise translate(exc, self) from exc
+                raise translate(exc, self.classify) from exc
         return result
 
 
 @contextlib.asynccontextmanager
-async def open_sessions(
+async def open_clients(
     settings: Settings, services: tuple[str, ...]
 ) -> AsyncIterator[dict[str, Any]]:
     """aiobotocore clients for `services`, by service name, open until the context ends."""
