@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
-from lifecycled.errors import PermanentError, TemporaryError
+from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 
@@ -82,64 +82,83 @@ async def vacate_loop(
     metrics: Metrics,
 ) -> bool:
     """Pass after pass until nothing is left (True) or the cutoff passed first (False)."""
-    loop = asyncio.get_running_loop()
-    delays = retry_delays or (1.0,)
     running: dict[str, asyncio.Task[None]] = {}  # item key -> its step
+    error: LifecycledError
+    async with asyncio.TaskGroup() as tg:
+        try:
+            return await _passes(
+                items, drain, tg, running, poll=poll, delays=retry_delays or (1.0,), metrics=metrics
+            )
+        except LifecycledError as exc:
+            # Raised below, outside the group: escaping its body, it would reach the drain
+            # wrapped in an ExceptionGroup, and the drain tells errors apart by their type.
+            error = exc
+        finally:
+            for task in running.values():
+                task.cancel()
+    raise error
+
+
+async def _passes(
+    items: Items[T],
+    drain: DrainState,
+    tg: asyncio.TaskGroup,
+    running: dict[str, asyncio.Task[None]],
+    *,
+    poll: float,
+    delays: Sequence[float],
+    metrics: Metrics,
+) -> bool:
+    loop = asyncio.get_running_loop()
     first = True
     failures = 0  # passes failed in a row
 
     async def pause(seconds: float) -> None:
         await asyncio.sleep(min(seconds, max(0.0, drain.cutoff() - loop.time())))
 
-    async with asyncio.TaskGroup() as tg:
+    while True:
         try:
-            while True:
-                try:
-                    listed = await items.left()
-                    if first:
-                        first = False
-                        if await items.first_listing(listed):
-                            continue  # time passed: list again
-                    items.seen(listed)
-                    if not listed:
-                        return True
-                    if loop.time() >= drain.cutoff():
-                        log.warning(
-                            f"drain deadline reached with {items.noun}s left",
-                            extra=fields(
-                                **items.where,
-                                **{f"{items.noun}s": [items.label(i) for i in listed][:20]},
-                            ),
-                        )
-                        return False
-                    plan = await _plan(items, listed, running)
-                    if plan:
-                        await items.acting([item for item, _ in plan])
-                except TemporaryError as exc:
-                    if loop.time() >= drain.cutoff():
-                        raise  # no pass left before the cutoff: the drain decides
-                    delay = exc.delay or delays[min(failures, len(delays) - 1)]
-                    failures += 1
-                    metrics.drain_errors.labels(drain.record.kind, "temporary").inc()
-                    log.warning(
-                        "drain pass failed; will retry",
-                        extra=fields(**items.where, attempt=failures, delay=delay, error=str(exc)),
-                    )
-                    await pause(delay)
-                    continue
-                failures = 0
-                started = [
-                    tg.create_task(_guarded(items, item, step), name=f"vacate-{items.key(item)}")
-                    for item, step in plan
-                ]
-                for (item, _), task in zip(plan, started, strict=True):
-                    running[items.key(item)] = task
-                if started and not items.overlap:
-                    await asyncio.wait(started)
-                await pause(poll)
-        finally:
-            for task in running.values():
-                task.cancel()
+            listed = await items.left()
+            if first:
+                first = False
+                if await items.first_listing(listed):
+                    continue  # time passed: list again
+            items.seen(listed)
+            if not listed:
+                return True
+            if loop.time() >= drain.cutoff():
+                log.warning(
+                    f"drain deadline reached with {items.noun}s left",
+                    extra=fields(
+                        **items.where,
+                        **{f"{items.noun}s": [items.label(i) for i in listed][:20]},
+                    ),
+                )
+                return False
+            plan = await _plan(items, listed, running)
+            if plan:
+                await items.acting([item for item, _ in plan])
+        except TemporaryError as exc:
+            if loop.time() >= drain.cutoff():
+                raise  # no pass left before the cutoff: the drain decides
+            delay = exc.delay or delays[min(failures, len(delays) - 1)]
+            failures += 1
+            metrics.drain_errors.labels(drain.record.kind, "temporary").inc()
+            log.warning(
+                "drain pass failed; will retry",
+                extra=fields(**items.where, attempt=failures, delay=delay, error=str(exc)),
+            )
+            await pause(delay)
+            continue
+        failures = 0
+        started = []
+        for item, step in plan:
+            key = items.key(item)
+            running[key] = tg.create_task(_guarded(items, item, step), name=f"vacate-{key}")
+            started.append(running[key])
+        if started and not items.overlap:
+            await asyncio.wait(started)
+        await pause(poll)
 
 
 async def _plan(
