@@ -9,8 +9,9 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
@@ -22,6 +23,7 @@ from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
 from lifecycled.platforms.kube_preview import preview_pods
+from lifecycled.platforms.vacate import Items, Step, vacate_loop
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
 from lifecycled.retry import retry
 from lifecycled.settings import Settings
@@ -160,16 +162,6 @@ def with_taint(node: JsonDict, value: str) -> list[JsonDict]:
     return taints
 
 
-@dataclass
-class _Vacating:
-    """One vacate's bookkeeping."""
-
-    next_try: dict[str, float] = field(default_factory=dict)  # pod uid -> loop time
-    waiting: dict[str, tuple[float, str]] = field(default_factory=dict)  # uid -> (since, pod)
-    hold_reported: bool = False
-    balancers_done: bool = False  # the node is out of its load balancers (or in none)
-
-
 class KubernetesPlatform:
     def __init__(
         self, kube: KubeClient, aws: AwsClients, settings: Settings, metrics: Metrics
@@ -272,107 +264,149 @@ class KubernetesPlatform:
         return found
 
     async def vacate(self, node: str, drain: DrainState) -> bool:
-        """Move every pod that must go off the node; True once they are all gone.
+        """Move every pod that must go off the node (`_Pods`); True once they are all gone.
+        The deadline may move earlier while we work (a tighter notice)."""
+        pods = _Pods(
+            node,
+            drain,
+            kube=self._kube,
+            jobs=self._jobs,
+            balancers=self._balancers,
+            events=self._events,
+            metrics=self._metrics,
+            settings=self._settings,
+        )
+        return await vacate_loop(
+            pods,
+            drain,
+            poll=self._settings.drain_poll_seconds,
+            retry_delays=self._settings.retry_delays,
+            metrics=self._metrics,
+        )
 
-        Per pod, `jobs.decide`: services are evicted at once and in parallel; jobs are
-        waited for while the deadline is far, and evicted (idempotent) or requeued (not)
-        when it is near. The deadline may move earlier while we work (a tighter notice).
-        """
-        loop = asyncio.get_running_loop()
-        state = _Vacating()
-        while True:
-            pods = [p for p in await self._list_pods(node) if not is_skipped(p)]
-            if not state.balancers_done:
-                # Load balancers first: no eviction until the node is out of them.
-                state.balancers_done = True
-                if await self._balancers.take_out(node, drain, pods):
-                    continue  # time passed: list the pods again
-            self._observe_finished_jobs(node, state, pods)
-            if not pods:
-                return True
-            now = loop.time()
-            if now >= drain.cutoff():
-                names = [f"{p['metadata'].get('namespace')}/{p['metadata']['name']}" for p in pods]
-                log.warning(
-                    "drain deadline reached with pods left",
-                    extra=fields(node=node, pods=names[:20]),
-                )
-                return False
-            plan = await self._plan(node, pods, drain, state, now)
-            await self._act(node, drain, plan, state)
-            pause = min(self._settings.drain_poll_seconds, max(0.0, drain.cutoff() - now))
-            await asyncio.sleep(pause)
+    async def _list_pods(self, node: str) -> list[JsonDict]:
+        return await self._kube.list_pods_on_node(node)  # the client retries
 
-    async def _plan(
-        self, node: str, pods: list[JsonDict], drain: DrainState, state: _Vacating, now: float
-    ) -> list[tuple[JsonDict, Decision]]:
-        plan: list[tuple[JsonDict, Decision]] = []
-        for pod in pods:
-            ref = PodRef.of(pod)
-            if ref.terminating or state.next_try.get(ref.uid, 0.0) > now:
-                continue
-            workload = await self._jobs.workload(pod)
-            decision = decide(
-                workload,
-                remaining=drain.remaining(),
-                stop_lead=self._settings.job_stop_lead_seconds,
+
+class _Pods(Items[JsonDict]):
+    """A node's pods for the vacate loop, and one vacate's bookkeeping: when each pod may be
+    tried again, and since when each job has been waited for."""
+
+    noun = "pod"
+    overlap = False  # evictions and requeues are a few calls; a requeue must not be cut off
+
+    def __init__(
+        self,
+        node: str,
+        drain: DrainState,
+        *,
+        kube: KubeClient,
+        jobs: JobRequeuer,
+        balancers: LoadBalancers,
+        events: EventRecorder,
+        metrics: Metrics,
+        settings: Settings,
+    ) -> None:
+        self.where: dict[str, object] = {"node": node}
+        self._node = node
+        self._drain = drain
+        self._kube = kube
+        self._jobs = jobs
+        self._balancers = balancers
+        self._events = events
+        self._metrics = metrics
+        self._settings = settings
+        self._next_try: dict[str, float] = {}  # pod uid -> loop time
+        self._waiting: dict[str, tuple[float, str]] = {}  # uid -> (since, pod)
+        self._hold_reported = False
+
+    def key(self, pod: JsonDict) -> str:
+        return PodRef.of(pod).uid
+
+    def label(self, pod: JsonDict) -> str:
+        return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
+
+    async def left(self) -> list[JsonDict]:
+        pods = await self._kube.list_pods_on_node(self._node)  # the client retries
+        return [p for p in pods if not is_skipped(p)]
+
+    async def first_listing(self, pods: list[JsonDict]) -> bool:
+        """Load balancers first: no eviction until the node is out of them."""
+        return await self._balancers.take_out(self._node, self._drain, pods)
+
+    def seen(self, pods: list[JsonDict]) -> None:
+        """Waited-for jobs no longer listed have finished."""
+        present = {PodRef.of(p).uid for p in pods}
+        now = asyncio.get_running_loop().time()
+        for uid in [u for u in self._waiting if u not in present]:
+            since, pod = self._waiting.pop(uid)
+            self._metrics.jobs_waited.observe(now - since)
+            log.info(
+                "waited-for job finished",
+                extra=fields(node=self._node, pod=pod, seconds=round(now - since, 3)),
             )
-            if decision is Decision.WAIT:
-                if ref.uid not in state.waiting:
-                    state.waiting[ref.uid] = (now, f"{ref.namespace}/{ref.name}")
-                    log.info(
-                        "waiting for a job to finish",
-                        extra=fields(
-                            node=node,
-                            pod=f"{ref.namespace}/{ref.name}",
-                            deadline=drain.record.deadline.isoformat(),
-                        ),
-                    )
-                continue
-            plan.append((pod, decision))
-        return plan
 
-    async def _act(
-        self, node: str, drain: DrainState, plan: list[tuple[JsonDict, Decision]], state: _Vacating
-    ) -> None:
-        stopping_waited = [p for p, _ in plan if PodRef.of(p).uid in state.waiting]
-        if stopping_waited and not state.hold_reported:
-            state.hold_reported = True
-            await self._hold_exceeded(node, drain, len(stopping_waited))
-        async with asyncio.TaskGroup() as tg:
-            for pod, decision in plan:
-                if decision is Decision.REQUEUE:
-                    tg.create_task(self._requeue_one(node, pod, drain, state))
-                else:
-                    tg.create_task(self._evict_one(node, PodRef.of(pod), state.next_try))
+    async def decide(self, pod: JsonDict) -> Step | None:
+        """`jobs.decide`: services are evicted at once; jobs are waited for while the deadline
+        is far, and evicted (idempotent) or requeued (not) when it is near."""
+        ref = PodRef.of(pod)
+        now = asyncio.get_running_loop().time()
+        if ref.terminating or self._next_try.get(ref.uid, 0.0) > now:
+            return None
+        workload = await self._jobs.workload(pod)
+        decision = decide(
+            workload,
+            remaining=self._drain.remaining(),
+            stop_lead=self._settings.job_stop_lead_seconds,
+        )
+        if decision is Decision.WAIT:
+            if ref.uid not in self._waiting:
+                self._waiting[ref.uid] = (now, f"{ref.namespace}/{ref.name}")
+                log.info(
+                    "waiting for a job to finish",
+                    extra=fields(
+                        node=self._node,
+                        pod=f"{ref.namespace}/{ref.name}",
+                        deadline=self._drain.record.deadline.isoformat(),
+                    ),
+                )
+            return None
+        if decision is Decision.REQUEUE:
+            return partial(self._requeue, pod)
+        return partial(self._evict, ref)
 
-    async def _requeue_one(
-        self, node: str, pod: JsonDict, drain: DrainState, state: _Vacating
-    ) -> None:
+    async def acting(self, pods: list[JsonDict]) -> None:
+        stopping_waited = [p for p in pods if PodRef.of(p).uid in self._waiting]
+        if stopping_waited and not self._hold_reported:
+            self._hold_reported = True
+            await self._hold_exceeded(len(stopping_waited))
+
+    async def _requeue(self, pod: JsonDict) -> None:
         ref = PodRef.of(pod)
         try:
-            requeued = await self._jobs.requeue(pod, node, drain.record.kind)
+            requeued = await self._jobs.requeue(pod, self._node, self._drain.record.kind)
         except (TemporaryError, PermanentError) as exc:
             log.error(
                 "requeue failed; will retry",
-                extra=fields(node=node, pod=f"{ref.namespace}/{ref.name}", error=str(exc)),
+                extra=fields(node=self._node, pod=f"{ref.namespace}/{ref.name}", error=str(exc)),
             )
-            state.next_try[ref.uid] = asyncio.get_running_loop().time() + 1.0
+            self._next_try[ref.uid] = asyncio.get_running_loop().time() + 1.0
             return
         if requeued:
-            state.next_try[ref.uid] = float("inf")  # its stop is under way; wait for it to go
+            self._next_try[ref.uid] = float("inf")  # its stop is under way; wait for it to go
         else:
-            await self._evict_one(node, ref, state.next_try)
+            await self._evict(ref)
 
-    async def _hold_exceeded(self, node: str, drain: DrainState, jobs: int) -> None:
+    async def _hold_exceeded(self, jobs: int) -> None:
+        node, record = self._node, self._drain.record
         self._metrics.hold_exceeded.inc()
         log.error(
             "jobs still running as the drain's deadline nears; stopping them",
             extra=fields(
                 node=node,
-                instance=drain.record.instance_id,
+                instance=record.instance_id,
                 jobs=jobs,
-                deadline=drain.record.deadline.isoformat(),
+                deadline=record.deadline.isoformat(),
             ),
         )
         node_obj = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "uid": node}}
@@ -380,44 +414,31 @@ class KubernetesPlatform:
             node_obj,
             "HoldExceeded",
             f"{jobs} job(s) still running near the drain deadline "
-            f"{drain.record.deadline.isoformat()}; requeueing or evicting",
+            f"{record.deadline.isoformat()}; requeueing or evicting",
             warning=True,
         )
 
-    def _observe_finished_jobs(self, node: str, state: _Vacating, pods: list[JsonDict]) -> None:
-        present = {PodRef.of(p).uid for p in pods}
-        now = asyncio.get_running_loop().time()
-        for uid in [u for u in state.waiting if u not in present]:
-            since, pod = state.waiting.pop(uid)
-            self._metrics.jobs_waited.observe(now - since)
-            log.info(
-                "waited-for job finished",
-                extra=fields(node=node, pod=pod, seconds=round(now - since, 3)),
-            )
-
-    async def _list_pods(self, node: str) -> list[JsonDict]:
-        return await self._kube.list_pods_on_node(node)  # the client retries
-
-    async def _evict_one(self, node: str, pod: PodRef, next_try: dict[str, float]) -> None:
+    async def _evict(self, pod: PodRef) -> None:
         loop = asyncio.get_running_loop()
-        where = fields(node=node, pod=f"{pod.namespace}/{pod.name}")
+        where = fields(node=self._node, pod=f"{pod.namespace}/{pod.name}")
         try:
             outcome = await self._kube.evict(pod.namespace, pod.name)
         except EvictionBlocked as exc:
             self._metrics.evictions.labels("blocked_by_budget").inc()
             log.info("eviction refused by disruption budget; will retry", extra=where)
-            next_try[pod.uid] = loop.time() + (exc.delay or self._settings.eviction_retry_seconds)
+            delay = exc.delay or self._settings.eviction_retry_seconds
+            self._next_try[pod.uid] = loop.time() + delay
             return
         except (TemporaryError, PermanentError) as exc:
             self._metrics.evictions.labels("error").inc()
             log.warning(
                 "eviction failed; will retry",
-                extra=fields(node=node, pod=f"{pod.namespace}/{pod.name}", error=str(exc)),
+                extra=fields(node=self._node, pod=f"{pod.namespace}/{pod.name}", error=str(exc)),
             )
-            next_try[pod.uid] = loop.time() + self._settings.eviction_retry_seconds
+            self._next_try[pod.uid] = loop.time() + self._settings.eviction_retry_seconds
             return
         self._metrics.evictions.labels(outcome.value).inc()
         # Evicted pods terminate over their grace period; we wait for them to be gone.
-        next_try[pod.uid] = float("inf")
+        self._next_try[pod.uid] = float("inf")
         if outcome is EvictOutcome.EVICTED:
             log.info("pod evicted", extra=where)

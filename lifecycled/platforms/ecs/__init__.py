@@ -7,14 +7,11 @@ The drain record lives in the container instance's attributes (see codec.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from functools import partial
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.ecs import EcsTask
-from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, Workload, decide
 from lifecycled.observe import Metrics, fields
@@ -27,6 +24,7 @@ from lifecycled.platforms.ecs.codec import (
 from lifecycled.platforms.ecs.index import ContainerInstanceIndex, split_target, target_of
 from lifecycled.platforms.ecs.services import ServiceTasks
 from lifecycled.platforms.ecs.tasks import StandaloneTasks, task_id
+from lifecycled.platforms.vacate import Items, Step, vacate_loop
 from lifecycled.record import DrainRecord, Phase
 from lifecycled.retry import retry
 from lifecycled.settings import Settings
@@ -107,50 +105,56 @@ class EcsPlatform:
         return found
 
     async def vacate(self, target: str, drain: DrainState) -> bool:
-        """Move every task but daemon-service tasks off; True once none is left in any state
-        but STOPPED (lastStatus, so STOPPING and DEACTIVATING tasks still count)."""
-        cluster, arn = split_target(target)
-        loop = asyncio.get_running_loop()
-        working: dict[str, asyncio.Task[None]] = {}
-        stopped: set[str] = set()
-        async with asyncio.TaskGroup() as tg:
-            try:
-                while True:
-                    left = await self._tasks_left(cluster, arn, stopped)
-                    if not left:
-                        return True
-                    if loop.time() >= drain.cutoff():
-                        log.warning(
-                            "drain deadline reached with tasks left",
-                            extra=fields(
-                                node=arn,
-                                instance=drain.record.instance_id,
-                                tasks=[f"{t.group}/{task_id(t.arn)}" for t in left][:20],
-                            ),
-                        )
-                        return False
-                    for task in left:
-                        busy = working.get(task.arn)
-                        if busy is not None and not busy.done():
-                            continue
-                        step = await self._step(cluster, task, drain)
-                        if step is not None:
-                            working[task.arn] = tg.create_task(
-                                self._guarded(step, task), name=f"vacate-{task_id(task.arn)}"
-                            )
-                    pause = min(self._settings.drain_poll_seconds, drain.cutoff() - loop.time())
-                    await asyncio.sleep(max(0.0, pause))
-            finally:
-                for pending in working.values():
-                    pending.cancel()
+        """Move every task but daemon-service tasks off (`_Tasks`); True once none is left in
+        any state but STOPPED (lastStatus, so STOPPING and DEACTIVATING tasks still count)."""
+        tasks = _Tasks(target, drain, self._aws, self._settings, self._services, self._jobs)
+        return await vacate_loop(
+            tasks,
+            drain,
+            poll=self._settings.drain_poll_seconds,
+            retry_delays=self._settings.retry_delays,
+            metrics=self._metrics,
+        )
 
-    async def _tasks_left(self, cluster: str, arn: str, stopped: set[str]) -> list[EcsTask]:
+
+class _Tasks(Items[EcsTask]):
+    """A container instance's tasks for the vacate loop."""
+
+    noun = "task"
+    overlap = True  # a service task waits out its target group's deregistration first
+
+    def __init__(
+        self,
+        target: str,
+        drain: DrainState,
+        aws: AwsClients,
+        settings: Settings,
+        services: ServiceTasks,
+        jobs: StandaloneTasks,
+    ) -> None:
+        self._cluster, self._arn = split_target(target)
+        self.where: dict[str, object] = {"node": self._arn, "instance": drain.record.instance_id}
+        self._drain = drain
+        self._aws = aws
+        self._settings = settings
+        self._services = services
+        self._jobs = jobs
+        self._stopped: set[str] = set()  # seen STOPPED: not described again
+
+    def key(self, task: EcsTask) -> str:
+        return task.arn
+
+    def label(self, task: EcsTask) -> str:
+        return f"{task.group}/{task_id(task.arn)}"
+
+    async def left(self) -> list[EcsTask]:
         """Tasks on the instance, by lastStatus, daemon-service tasks left out.
 
         ListTasks filters on desiredStatus (RUNNING by default): a task being stopped has
         desiredStatus STOPPED while it is still RUNNING/DEACTIVATING/STOPPING, so both lists
         are read. Tasks seen STOPPED once are not described again.
         """
+        cluster, arn = self._cluster, self._arn
 
         async def listing() -> list[EcsTask]:
             arns: list[str] = []
@@ -158,7 +162,7 @@ class EcsPlatform:
                 arns += await self._aws.ecs.list_task_arns(
                     cluster, container_instance=arn, desired_status=status
                 )
-            fresh = [a for a in dict.fromkeys(arns) if a not in stopped]
+            fresh = [a for a in dict.fromkeys(arns) if a not in self._stopped]
             return await self._aws.ecs.describe_tasks(cluster, fresh) if fresh else []
 
         tasks = await retry(
@@ -167,17 +171,16 @@ class EcsPlatform:
         left = []
         for task in tasks:
             if task.last_status == STOPPED:
-                stopped.add(task.arn)
+                self._stopped.add(task.arn)
             elif not await self._services.is_daemon(cluster, task):
                 left.append(task)
         return left
 
-    async def _step(
-        self, cluster: str, task: EcsTask, drain: DrainState
-    ) -> Coroutine[Any, Any, None] | None:
+    async def decide(self, task: EcsTask) -> Step | None:
         """What to do about one task now, or None (wait: ECS or the task itself acts)."""
         if task.desired_status == STOPPED:
             return None  # being stopped already; wait for STOPPED
+        cluster, drain = self._cluster, self._drain
         remaining = drain.remaining()
         stop_lead = self._settings.job_stop_lead_seconds
         reason = str(drain.record.kind)
@@ -187,7 +190,7 @@ class EcsPlatform:
             # cannot wait for that, so we deregister and stop them ourselves.
             if remaining > stop_lead:
                 return None
-            return self._services.retire(cluster, task, drain)
+            return partial(self._services.retire, cluster, task, drain)
         idempotent = await self._jobs.idempotent(task)
         decision = decide(
             Workload(is_job=True, idempotent=idempotent), remaining=remaining, stop_lead=stop_lead
@@ -195,15 +198,5 @@ class EcsPlatform:
         if decision is Decision.WAIT:
             return None
         if decision is Decision.REQUEUE or self._settings.ecs_rerun_idempotent:
-            return self._jobs.requeue(cluster, task, instance, reason)
-        return self._jobs.stop(cluster, task, instance, reason, "job")
-
-    async def _guarded(self, step: Coroutine[Any, Any, None], task: EcsTask) -> None:
-        """One task's work; a failure is logged and the next pass tries again."""
-        try:
-            await step
-        except (TemporaryError, PermanentError) as exc:
-            log.warning(
-                "task step failed; will retry",
-                extra=fields(task=task_id(task.arn), group=task.group, error=str(exc)),
-            )
+            return partial(self._jobs.requeue, cluster, task, instance, reason)
+        return partial(self._jobs.stop, cluster, task, instance, reason, "job")

@@ -1,0 +1,188 @@
+"""The vacate loop, one for every platform: move the work off a target until none is left.
+
+A pass: list what is left -> at the cutoff, stop (the items left are logged) -> decide per
+item -> act, in parallel -> wait `drain_poll_seconds` (never past the cutoff). True once
+nothing is left, False when the cutoff passed first.
+
+The platform supplies the items (pods on a node, tasks on a container instance) through
+`Items`: how to list, name and decide about them, and a few hooks. An item's step that fails
+is logged and the item is decided again on a later pass. A pass that fails with a
+TemporaryError (its listing, a decision) is logged and tried again, with the
+`retry_delays` back-off, while before the cutoff: the loop and its platform keep their
+bookkeeping. A PermanentError ends the vacate (and the drain, as failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
+
+from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
+from lifecycled.observe import Metrics, fields
+from lifecycled.platforms import DrainState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Step = Callable[[], Awaitable[None]]  # what to do about one item now
+
+
+class Items(Protocol[T]):
+    """One target's work as the vacate loop sees it. The hooks do nothing unless overridden
+    (subclass `Items` to inherit them)."""
+
+    noun: str  # "pod", "task": log lines name the items ("... with pods left")
+    where: dict[str, object]  # log fields naming the target
+    # False: each pass finishes its steps before it pauses (a step is a few API calls).
+    # True: a step may run on across passes (it waits, e.g. for a target group to drain);
+    # its item is not decided again meanwhile, and a step still running when the loop
+    # ends is cancelled.
+    overlap: bool
+
+    def key(self, item: T) -> str:
+        """The item's identity across listings (a pod's uid, a task's ARN)."""
+        ...
+
+    def label(self, item: T) -> str:
+        """How log lines name the item."""
+        ...
+
+    async def left(self) -> list[T]:
+        """What must still go, listed afresh; empty: the target is vacated."""
+        ...
+
+    async def decide(self, item: T) -> Step | None:
+        """What to do about the item now, or None: wait (it is going, or may stay a while)."""
+        ...
+
+    async def first_listing(self, items: list[T]) -> bool:
+        """Once, on the first listing, before anything else. True when time passed and the
+        loop should list again at once (Kubernetes: the node out of its load balancers)."""
+        return False
+
+    def seen(self, items: list[T]) -> None:
+        """Every listing, before the items are counted (Kubernetes: waited-for jobs no longer
+        listed have finished)."""
+        return None
+
+    async def acting(self, items: list[T]) -> None:
+        """A pass is about to start steps for these items."""
+        return None
+
+
+async def vacate_loop(
+    items: Items[T],
+    drain: DrainState,
+    *,
+    poll: float,
+    retry_delays: Sequence[float],
+    metrics: Metrics,
+) -> bool:
+    """Pass after pass until nothing is left (True) or the cutoff passed first (False)."""
+    running: dict[str, asyncio.Task[None]] = {}  # item key -> its step
+    error: LifecycledError
+    async with asyncio.TaskGroup() as tg:
+        try:
+            return await _passes(
+                items, drain, tg, running, poll=poll, delays=retry_delays or (1.0,), metrics=metrics
+            )
+        except LifecycledError as exc:
+            # Raised below, outside the group: escaping its body, it would reach the drain
+            # wrapped in an ExceptionGroup, and the drain tells errors apart by their type.
+            error = exc
+        finally:
+            for task in running.values():
+                task.cancel()
+    raise error
+
+
+async def _passes(
+    items: Items[T],
+    drain: DrainState,
+    tg: asyncio.TaskGroup,
+    running: dict[str, asyncio.Task[None]],
+    *,
+    poll: float,
+    delays: Sequence[float],
+    metrics: Metrics,
+) -> bool:
+    loop = asyncio.get_running_loop()
+    first = True
+    failures = 0  # passes failed in a row
+
+    async def pause(seconds: float) -> None:
+        await asyncio.sleep(min(seconds, max(0.0, drain.cutoff() - loop.time())))
+
+    while True:
+        try:
+            listed = await items.left()
+            if first:
+                first = False
+                if await items.first_listing(listed):
+                    continue  # time passed: list again
+            items.seen(listed)
+            if not listed:
+                return True
+            if loop.time() >= drain.cutoff():
+                log.warning(
+                    f"drain deadline reached with {items.noun}s left",
+                    extra=fields(
+                        **items.where,
+                        **{f"{items.noun}s": [items.label(i) for i in listed][:20]},
+                    ),
+                )
+                return False
+            plan = await _plan(items, listed, running)
+            if plan:
+                await items.acting([item for item, _ in plan])
+        except TemporaryError as exc:
+            if loop.time() >= drain.cutoff():
+                raise  # no pass left before the cutoff: the drain decides
+            delay = exc.delay or delays[min(failures, len(delays) - 1)]
+            failures += 1
+            metrics.drain_errors.labels(drain.record.kind, "temporary").inc()
+            log.warning(
+                "drain pass failed; will retry",
+                extra=fields(**items.where, attempt=failures, delay=delay, error=str(exc)),
+            )
+            await pause(delay)
+            continue
+        failures = 0
+        started = []
+        for item, step in plan:
+            key = items.key(item)
+            running[key] = tg.create_task(_guarded(items, item, step), name=f"vacate-{key}")
+            started.append(running[key])
+        if started and not items.overlap:
+            await asyncio.wait(started)
+        await pause(poll)
+
+
+async def _plan(
+    items: Items[T], listed: list[T], running: dict[str, asyncio.Task[None]]
+) -> list[tuple[T, Step]]:
+    """This pass's steps: one per item that needs one now and has none still running."""
+    plan: list[tuple[T, Step]] = []
+    for key in [k for k, task in running.items() if task.done()]:
+        del running[key]
+    for item in listed:
+        if items.key(item) in running:
+            continue
+        step = await items.decide(item)
+        if step is not None:
+            plan.append((item, step))
+    return plan
+
+
+async def _guarded(items: Items[T], item: T, step: Step) -> None:
+    """One item's step; a failure is logged and a later pass decides about the item again."""
+    try:
+        await step()
+    except (TemporaryError, PermanentError) as exc:
+        log.warning(
+            f"{items.noun} step failed; will retry",
+            extra=fields(**items.where, **{items.noun: items.label(item)}, error=str(exc)),
+        )
