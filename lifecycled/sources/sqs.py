@@ -1,8 +1,10 @@
 """SQS consumer: long-poll, handle messages concurrently, delete each only on its own success.
 
 - Notices are deleted once the coordinator has recorded their intent on the machine.
-- Rejected messages are counted, logged with their message id (never the body) and released
-  to the queue's redrive policy (dead-letter queue); deleted only when there is no DLQ.
+- Rejected messages are counted, logged with their message id (never the body) and moved to
+  the redrive policy's dead-letter queue at once (a copy with the reason, then the original
+  deleted); if that fails they are hidden for MAX_RELEASE_SECONDS and the redrive policy
+  takes them in the end. Deleted only when there is no DLQ.
 - Anything that fails part-way is released with a backoff and comes back later.
 - A notice about another cluster's instance is deleted (`LIFECYCLED_NOT_OURS=delete`) or
   passed on to the queue's other consumers (`release`): made visible again after
@@ -18,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from lifecycled.batch import Batcher
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.sqs import QueueMessage
 from lifecycled.coordinator import Disposition
@@ -49,11 +52,24 @@ class SqsSource:
         self._idle.set()
         self._dead_letter = True
         self._max_receives: int | None = None
+        self._dead_letter_url: str | None = None
+        # Deletes and dead-letter copies go out ten to a request (each caller still waits for
+        # its own entry): a storm or a poison flood costs a tenth of the calls.
+        self._deletes: Batcher[str] = Batcher(
+            lambda handles: aws.sqs.delete_batch(self._queue_url, handles)
+        )
+        self._aside: Batcher[tuple[QueueMessage, str]] = Batcher(self._move_aside)
+
+    async def _move_aside(self, rejected: list[tuple[QueueMessage, str]]) -> list[Exception | None]:
+        assert self._dead_letter_url is not None
+        return await self._aws.sqs.move_aside_batch(self._dead_letter_url, rejected)
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
-        self._max_receives = await self._aws.sqs.max_receive_count(self._queue_url)
-        self._dead_letter = self._max_receives is not None
+        redrive = await self._aws.sqs.redrive(self._queue_url)
+        self._max_receives = redrive.max_receive_count if redrive else None
+        self._dead_letter_url = redrive.dead_letter_url if redrive else None
+        self._dead_letter = redrive is not None
         if not self._dead_letter:
             log.warning("queue has no redrive policy; rejected messages will be deleted")
         if ready is not None:
@@ -225,15 +241,31 @@ class SqsSource:
                 dead_letter=self._dead_letter,
             ),
         )
-        if self._dead_letter:
-            # Back to the queue at once: the redrive policy moves it aside after maxReceiveCount.
-            await self._aws.sqs.change_visibility(self._queue_url, message.receipt_handle, 0)
-            self._metrics.messages.labels("released").inc()
-        else:
+        if not self._dead_letter:
             await self._delete(message)
+            return
+        # Straight to the dead-letter queue: released at once it would come back
+        # maxReceiveCount times and crowd real warnings out of every receive.
+        if self._dead_letter_url is not None:
+            try:
+                await self._aside.submit((message, str(result.reason)))
+            except LifecycledError as exc:
+                log.warning(
+                    "could not move a rejected message to the dead-letter queue",
+                    extra=fields(message_id=message.message_id, error=str(exc)),
+                )
+            else:
+                await self._delete(message)
+                self._metrics.messages.labels("dead_lettered").inc()
+                return
+        # Out of the way for a while; the redrive policy moves it aside in the end.
+        await self._aws.sqs.change_visibility(
+            self._queue_url, message.receipt_handle, MAX_RELEASE_SECONDS
+        )
+        self._metrics.messages.labels("released").inc()
 
     async def _delete(self, message: QueueMessage) -> None:
-        await self._aws.sqs.delete_message(self._queue_url, message.receipt_handle)
+        await self._deletes.submit(message.receipt_handle)
         self._metrics.messages.labels("deleted").inc()
 
     async def _release(self, message: QueueMessage) -> None:

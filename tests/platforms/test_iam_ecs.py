@@ -80,10 +80,14 @@ def used_in_ecs_mode(by_method: dict[str, set[tuple[str, str]]]) -> set[str]:
     return used
 
 
+# SQS authorizes its batch calls by the single call's action.
+AUTHORIZED_AS = {"DeleteMessageBatch": "DeleteMessage", "SendMessageBatch": "SendMessage"}
+
+
 def iam_action(service: str, operation: str) -> str:
     model = botocore.session.get_session().get_service_model(service)
     api = {botocore.xform_name(name): name for name in model.operation_names}[operation]
-    return f"{IAM_PREFIX.get(service, service)}:{api}"
+    return f"{IAM_PREFIX.get(service, service)}:{AUTHORIZED_AS.get(api, api)}"
 
 
 def policy_actions(name: str = "iam-ecs.json") -> set[str]:
