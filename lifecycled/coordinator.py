@@ -8,7 +8,6 @@ ends it as a forced termination, or is recorded and dropped.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,8 +18,15 @@ from lifecycled.drain import Drain, utcnow
 from lifecycled.errors import NotFoundError
 from lifecycled.events import default_action
 from lifecycled.events.actions import CHOOSABLE
-from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
 from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.model import (
+    TERMINATED_STATES,
+    Action,
+    Disposition,
+    InstanceId,
+    Notice,
+    NoticeKind,
+)
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
 from lifecycled.platforms import Platform, Previewer
@@ -29,7 +35,6 @@ from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 # Outcomes of a rebalance drain that a timeout may undo (the node is still cordoned).
 UNDOABLE = frozenset({Outcome.CORDONED, Outcome.DRAINED})
 
@@ -37,17 +42,6 @@ UNDOABLE = frozenset({Outcome.CORDONED, Outcome.DRAINED})
 def action_table(settings: Settings) -> dict[NoticeKind, Action]:
     """Each choosable kind's action from `LIFECYCLED_<KIND>_ACTION`."""
     return {kind: Action(getattr(settings, f"{kind.value}_action")) for kind in CHOOSABLE}
-
-
-class Disposition(enum.StrEnum):
-    OPENED = "opened"
-    MERGED = "merged"
-    DUPLICATE = "duplicate"
-    FORCED = "forced"
-    RECORDED = "recorded"
-    NOT_OURS = "not_ours"
-    CANCELLED = "cancelled"
-    DRY_RUN = "dry_run"
 
 
 class Coordinator:
@@ -184,7 +178,7 @@ class Coordinator:
         if notice.cancelled:
             return await self._cancel(notice, instance_id)
         open_drain = self._drains.get(instance_id)
-        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in GONE_STATES:
+        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in TERMINATED_STATES:
             if open_drain is not None and not open_drain[0].work_done:
                 await self._force_end(instance_id)
                 return Disposition.FORCED

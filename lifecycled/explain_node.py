@@ -24,16 +24,10 @@ from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import KubeClient
 from lifecycled.coordinator import action_table
 from lifecycled.errors import ConfigError, LifecycledError
-from lifecycled.events import (
-    Action,
-    InstanceId,
-    Notice,
-    NoticeKind,
-    default_action,
-    parse_message,
-)
+from lifecycled.events import default_action, parse_message
 from lifecycled.events.times import format_time
 from lifecycled.explain import EXIT_PARSED, EXIT_UNREADABLE, explain
+from lifecycled.model import Action, InstanceId, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.ownership import Ownership
 from lifecycled.platforms.kubernetes import KubernetesPlatform, instance_id_of

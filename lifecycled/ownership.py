@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from lifecycled.clients.aws import AwsClients, InstanceInfo
-from lifecycled.events.model import InstanceId
+from lifecycled.model import InstanceId
 from lifecycled.settings import Settings
 
 EKS_CLUSTER_TAG = "aws:eks:cluster-name"

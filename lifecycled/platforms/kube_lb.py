@@ -22,7 +22,7 @@ from functools import partial
 from lifecycled.clients.aws import AwsClients, LbTarget, TargetGroupInfo
 from lifecycled.clients.kube import JsonDict, KubeClient
 from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
-from lifecycled.events.model import Action
+from lifecycled.model import Action
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.targets import Cache, TargetGroups, wait_gone

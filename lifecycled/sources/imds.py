@@ -29,15 +29,9 @@ from lifecycled.errors import ConfigError, LifecycledError, PermanentError, Temp
 from lifecycled.events import check_scope
 from lifecycled.events.asg import TERMINATING
 from lifecycled.events.fields import Reject, clip, instance_id, opt_str, req_str, req_time
-from lifecycled.events.model import (
-    InstanceId,
-    LifecycleAction,
-    Notice,
-    NoticeKind,
-    Rejected,
-    RejectReason,
-)
+from lifecycled.events.result import Rejected, RejectReason
 from lifecycled.events.times import format_time
+from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics, fields
 from lifecycled.retry import retry
 from lifecycled.settings import Settings

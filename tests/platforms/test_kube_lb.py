@@ -16,7 +16,7 @@ from lifecycled.clients.aws import AwsClients, LbTarget
 from lifecycled.clients.kube import KubeClient
 from lifecycled.devstack.aws import AwsStack
 from lifecycled.devstack.kube import KubeApiServer
-from lifecycled.events.model import Action
+from lifecycled.model import Action
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kube_lb import (
     DEREGISTERED_ANNOTATION,

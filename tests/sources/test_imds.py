@@ -16,7 +16,7 @@ from lifecycled.clients.aws import InstanceInfo
 from lifecycled.devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.fields import Reject
-from lifecycled.events.model import InstanceId, LifecycleAction, Notice, NoticeKind
+from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kubernetes import is_skipped
 from lifecycled.settings import Settings

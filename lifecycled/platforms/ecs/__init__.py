@@ -14,8 +14,8 @@ from typing import Any
 
 from lifecycled.clients.aws import AwsClients, EcsTask
 from lifecycled.errors import PermanentError, TemporaryError
-from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, Workload, decide
+from lifecycled.model import InstanceId
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.ecs.codec import (

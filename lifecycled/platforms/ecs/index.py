@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from lifecycled.clients.aws import AwsClients, ContainerInstanceInfo
-from lifecycled.events.model import InstanceId
+from lifecycled.model import InstanceId
 
 MIN_RELIST_SECONDS = 1.0
 TARGET_SEP = "|"
