@@ -137,7 +137,7 @@ class Coordinator:
         while True:
             facts = replace(facts, drain=self._stage(instance_id))  # a drain may end meanwhile
             step = decide(facts, self._rules)
-            if ours(step):
+            if ours(step):  # remembered as soon as it is ours, even if a later call fails
                 self._note_threat(notice, instance_id)
             if isinstance(step, LookUp):
                 facts = await self._look_up(facts, step.need)
@@ -166,7 +166,7 @@ class Coordinator:
             case Need.HOOK:
                 action = facts.notice.lifecycle
                 info = await self._hooks.info(HookRef.of(action)) if action else None
-                return replace(facts, hook=info)
+                return replace(facts, hook_info=info)
             case Need.UNDO:
                 return replace(facts, undo=await self._drain_on(facts.instance_id))
             case Need.DRAIN_END:

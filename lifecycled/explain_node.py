@@ -146,7 +146,7 @@ async def _would_open(
     """The drain the service would open for `notice`, by the service's own planner: no drain
     known, ownership judged apart (`ours`), no earlier drain to undo."""
     hook = await hooks.info(HookRef.of(notice.lifecycle)) if notice.lifecycle else None
-    facts = Facts(notice, instance_id, looked_up=frozenset(Need), target=node, hook=hook)
+    facts = Facts(notice, instance_id, looked_up=frozenset(Need), target=node, hook_info=hook)
     step = decide(facts, Rules.of(settings))
     return step.record if isinstance(step, Open) else None
 

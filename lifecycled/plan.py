@@ -78,7 +78,7 @@ class Facts:
     looked_up: frozenset[Need] = frozenset()
     why_not_ours: str | None = None  # Need.OWNER: None when ours
     target: str | None = None  # Need.OWNER or Need.TARGET: None when not in this cluster
-    hook: HookInfo | None = None  # Need.HOOK: the notice's hook
+    hook_info: HookInfo | None = None  # Need.HOOK: the notice's hook's timeouts
     undo: tuple[str, DrainRecord] | None = None  # Need.UNDO: a drain on the instance, if any
 
 
@@ -153,34 +153,23 @@ Step = Duplicate | NotOurs | Forced | Recorded | Cancel | Release | Merge | Open
 
 
 def decide(facts: Facts, rules: Rules) -> Step | LookUp:
-    if facts.foreign:
-        return NotOurs(None)
-    if facts.seen:
-        return Duplicate()
-    afresh = facts.drain is DrainStage.NONE
-    if afresh and Need.OWNER not in facts.looked_up:
-        return LookUp(Need.OWNER)  # ours only if tagged as ours and on our platform
-    if afresh and facts.why_not_ours is not None:
-        return NotOurs(facts.why_not_ours)
+    """The one next step for this notice and instance, or the fact it waits for."""
+    gate = _gate(facts)
+    if gate is not None:
+        return gate
     notice = facts.notice
     if notice.cancelled:
         return _cancel(facts)
-    if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in TERMINATED_STATES:
+    gone = notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in TERMINATED_STATES
+    if gone and facts.drain is not DrainStage.NONE:
         if facts.drain is DrainStage.WORKING:
             return Forced()
-        if not afresh:
-            return Recorded("instance went after its drain")
+        return Recorded("instance went after its drain")
     action = default_action(notice, actions=rules.actions)
     hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
     if action in OPENING:
         return _drain(facts, rules, action, hook)
-    if hook is None:
-        return Recorded(f"action {action}")
-    # Never leave a hook to time out silently: a drain at work holds and releases it;
-    # otherwise it is released at once.
-    if facts.drain is DrainStage.WORKING:
-        return Merge(None, hook)
-    return Release(facts.instance_id, hook, action)
+    return _no_drain(facts, action, hook)
 
 
 def ours(step: Step | LookUp) -> bool:
@@ -209,6 +198,31 @@ def undoes(notice: Notice, record: DrainRecord) -> bool:
     return record.kind is NoticeKind.SCHEDULED_CHANGE and same_window and undoable
 
 
+def _gate(facts: Facts) -> Step | LookUp | None:
+    """Seen before, or not ours: decided before anything else is looked at."""
+    if facts.foreign:
+        return NotOurs(None)
+    if facts.seen:
+        return Duplicate()
+    if facts.drain is not DrainStage.NONE:
+        return None  # a drain of ours: no second look at whose it is
+    if Need.OWNER not in facts.looked_up:
+        return LookUp(Need.OWNER)  # ours only if tagged as ours and on our platform
+    if facts.why_not_ours is not None:
+        return NotOurs(facts.why_not_ours)
+    return None
+
+
+def _no_drain(facts: Facts, action: Action, hook: HookRef | None) -> Step:
+    if hook is None:
+        return Recorded(f"action {action}")
+    # Never leave a hook to time out silently: a drain at work holds and releases it;
+    # otherwise it is released at once.
+    if facts.drain is DrainStage.WORKING:
+        return Merge(None, hook)
+    return Release(facts.instance_id, hook, action)
+
+
 def _cancel(facts: Facts) -> Step | LookUp:
     if Need.UNDO not in facts.looked_up:
         return LookUp(Need.UNDO)
@@ -235,7 +249,7 @@ def _drain(facts: Facts, rules: Rules, action: Action, hook: HookRef | None) -> 
         action=action,
         event_id=notice.event_id,
         event_time=notice.event_time,
-        deadline=deadline(notice, facts.hook if hook else None, rules),
+        deadline=deadline(notice, facts.hook_info if hook else None, rules),
         hook=hook,
     )
     return Open(facts.target, record)

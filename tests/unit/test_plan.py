@@ -119,12 +119,12 @@ TABLE = [
     ),
     case(
         "hook clamps the hold",
-        facts(HOOKED, hook=SHORT_HOOK),
+        facts(HOOKED, hook_info=SHORT_HOOK),
         opens(HOOKED, Action.DRAIN, T0 + timedelta(seconds=600), HOOK),
     ),
     case(
         "hook longer than the hold",
-        facts(HOOKED, hook=LONG_HOOK),
+        facts(HOOKED, hook_info=LONG_HOOK),
         opens(HOOKED, Action.DRAIN, T0 + timedelta(hours=1), HOOK),
     ),
     case(
