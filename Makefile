@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo
+	$(PY) -m devstack.demo
 
 # The same service in its other two modes: DaemonSet (IMDS polling) and ECS.
 demo-imds: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo_imds
+	$(PY) -m devstack.demo_imds
 
 demo-ecs: $(STAMP)
-	$(PY) -m lifecycled.devstack.demo_ecs
+	$(PY) -m devstack.demo_ecs
 
 demo-all: demo demo-imds demo-ecs
 
@@ -34,21 +34,21 @@ test: $(STAMP)
 
 # Speed and memory targets (each script checks its own and exits 1 when one is missed).
 bench: $(STAMP)
-	$(PY) bench/parse.py
-	$(PY) bench/burst.py
+	$(PY) -m bench.parse
+	$(PY) -m bench.burst
 
 bench-short: $(STAMP)
-	$(PY) bench/parse.py --rounds 300
-	$(PY) bench/burst.py --nodes 12 --burst 6
+	$(PY) -m bench.parse --rounds 300
+	$(PY) -m bench.burst --nodes 12 --burst 6
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check lifecycled tests bench
-	$(VENV)/bin/ruff format --check lifecycled tests bench
-	$(VENV)/bin/mypy --strict lifecycled
+	$(VENV)/bin/ruff check lifecycled devstack tests bench
+	$(VENV)/bin/ruff format --check lifecycled devstack tests bench
+	$(VENV)/bin/mypy --strict lifecycled devstack
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format lifecycled tests bench
-	$(VENV)/bin/ruff check --fix lifecycled tests bench
+	$(VENV)/bin/ruff format lifecycled devstack tests bench
+	$(VENV)/bin/ruff check --fix lifecycled devstack tests bench
 
 # The image, the Helm chart and the AWS templates, checked offline (tools/package_check.py).
 PACKAGE_STAMP := $(VENV)/.installed-package

@@ -6,8 +6,10 @@ memory. Targets (checked; exit 1
 when missed): cordon p95 under 5 s, every drain done within 100 s of a 120 s warning, peak
 RSS under 250 MiB.
 
-    python bench/burst.py                 # 60 nodes, 30 warnings (make bench)
-    python bench/burst.py --nodes 12 --burst 6   # the CI-sized run (make bench-short)
+    python -m bench.burst                 # 60 nodes, 30 warnings (make bench)
+    python -m bench.burst --nodes 12 --burst 6   # the CI-sized run (make bench-short)
+
+from the repo root, where devstack/ (not installed with lifecycled) is importable.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
-from lifecycled.devstack.demo import Timeline
-from lifecycled.devstack.kube import KubeApiServerThread
-from lifecycled.devstack.service_process import Values, service_process, total
+from devstack.aws import AwsStack
+from devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
+from devstack.demo import Timeline
+from devstack.kube import KubeApiServerThread
+from devstack.service_process import Values, service_process, total
 
 CORDON_P95_LIMIT = 5.0
 DRAIN_MAX_LIMIT = 100.0

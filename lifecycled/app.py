@@ -13,7 +13,7 @@ from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
 from lifecycled.execute import executor_for
-from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.lifecycle import HookFinder, LifecycleHooks
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
 from lifecycled.platforms import Platform
@@ -119,7 +119,7 @@ def make_source(
     if settings.source == "imds":
         from lifecycled.sources.imds import ImdsSource
 
-        return ImdsSource(settings, metrics, coordinator.submit)
+        return ImdsSource(settings, metrics, coordinator.submit, hooks=HookFinder(aws))
     return SqsSource(aws, settings, metrics, coordinator.submit)
 
 

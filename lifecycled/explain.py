@@ -5,7 +5,7 @@ Prints one JSON object on one line and has no side effects. The scope check uses
 
 Exit codes and objects:
 
-* 0, a notice: DESIGN.md's object, exactly these keys:
+* 0, a notice: an object with exactly these keys:
   `{"kind", "instance_ids", "region", "account", "event_id", "event_time", "deadline",
   "lifecycle", "state", "action"}`; times are ISO-8601 UTC with a `Z` suffix.
 * 0, an ignored message (well-formed, asks nothing of us; the service deletes it): the same

@@ -1,13 +1,18 @@
-"""Auto Scaling lifecycle hooks: hold them with heartbeats, release them when the work is done."""
+"""Auto Scaling lifecycle hooks: hold them with heartbeats, release them when the work is done;
+in DaemonSet mode, find the one to release."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
-from lifecycled.clients.aws import AwsClients, HookInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.autoscaling import HookActionGone, HookInfo
 from lifecycled.errors import PermanentError, TemporaryError
+from lifecycled.events.asg import TERMINATING
+from lifecycled.model import LifecycleAction
 from lifecycled.observe import Metrics, fields
 from lifecycled.record import HookRef
 from lifecycled.retry import retry
@@ -18,7 +23,8 @@ log = logging.getLogger(__name__)
 # AWS's own limits: heartbeat timeout defaults to 3600 s; the global timeout is
 # min(100 x heartbeat timeout, 48 h).
 DEFAULT_HOOK = HookInfo(heartbeat_timeout=3600, global_timeout=172800, default_result="ABANDON")
-EXPIRED_MARKERS = ("No active Lifecycle Action", "No Lifecycle Action found")
+GROUP_TAG = "aws:autoscaling:groupName"  # the instance's Auto Scaling group
+HOOK_ATTEMPTS = 5  # temporary failures before we stop looking for the hook
 
 
 class LifecycleHooks:
@@ -33,7 +39,7 @@ class LifecycleHooks:
         if key not in self._info:
             try:
                 found = await retry(
-                    lambda: self._aws.describe_hook(hook.group, hook.name),
+                    lambda: self._aws.autoscaling.describe_hook(hook.group, hook.name),
                     delays=self._settings.retry_delays,
                     what="describe lifecycle hook",
                 )
@@ -57,7 +63,7 @@ class LifecycleHooks:
                 return
             try:
                 await retry(
-                    lambda: self._aws.record_heartbeat(
+                    lambda: self._aws.autoscaling.record_heartbeat(
                         hook.group, hook.name, hook.token, instance_id
                     ),
                     delays=self._settings.retry_delays,
@@ -69,7 +75,7 @@ class LifecycleHooks:
                     "lifecycle heartbeat failed",
                     extra=fields(instance=instance_id, hook=hook.name, error=str(exc)),
                 )
-                if _expired(exc):
+                if isinstance(exc, HookActionGone):
                     return
                 continue
             self._metrics.heartbeats.labels("ok").inc()
@@ -79,22 +85,22 @@ class LifecycleHooks:
         """Release the hook. False when AWS no longer knows the action (timed out, completed)."""
         try:
             await retry(
-                lambda: self._aws.complete_lifecycle_action(
+                lambda: self._aws.autoscaling.complete_lifecycle_action(
                     hook.group, hook.name, hook.token, instance_id, result
                 ),
                 delays=self._settings.retry_delays,
                 what="complete lifecycle action",
             )
-        except PermanentError as exc:
-            if not _expired(exc):
-                self._metrics.lifecycle_actions.labels("error").inc()
-                raise
+        except HookActionGone as exc:
             self._metrics.lifecycle_actions.labels("expired").inc()
             log.warning(
                 "lifecycle action was no longer open",
                 extra=fields(instance=instance_id, hook=hook.name, error=str(exc)),
             )
             return False
+        except PermanentError:
+            self._metrics.lifecycle_actions.labels("error").inc()
+            raise
         self._metrics.lifecycle_actions.labels(result).inc()
         log.info(
             "lifecycle action completed",
@@ -103,5 +109,64 @@ class LifecycleHooks:
         return True
 
 
-def _expired(exc: Exception) -> bool:
-    return any(marker in str(exc) for marker in EXPIRED_MARKERS)
+class HookFinder:
+    """IMDS names no hook and carries no token, but CompleteLifecycleAction also takes an
+    instance id: find the group (instance tag) and its one terminating hook. Looked up once
+    (or until HOOK_ATTEMPTS temporary failures), then remembered."""
+
+    def __init__(self, aws: AwsClients) -> None:
+        self._aws = aws
+        self._settled = False
+        self._found: LifecycleAction | None = None
+        self._failures = 0
+
+    async def find(
+        self, instance_id: str, tagged_group: Callable[[], Awaitable[str | None]]
+    ) -> LifecycleAction | None:
+        """`tagged_group()`: the GROUP_TAG from instance metadata, None when not there."""
+        if self._settled:
+            return self._found
+        try:
+            group = await self._group(instance_id, tagged_group)
+            hooks = await self._aws.autoscaling.terminating_hooks(group) if group else []
+        except TemporaryError as exc:
+            self._failures += 1
+            self._settled = self._failures >= HOOK_ATTEMPTS
+            log.warning(
+                "cannot look up the lifecycle hook yet",
+                extra=fields(error=str(exc), attempt=self._failures, of=HOOK_ATTEMPTS),
+            )
+            return None
+        except PermanentError as exc:
+            self._settled = True
+            log.warning(
+                "cannot look up the lifecycle hook; it will not be completed",
+                extra=fields(error=str(exc)),
+            )
+            return None
+        self._settled = True
+        self._found = self._choose(group, hooks)
+        return self._found
+
+    def _choose(self, group: str | None, hooks: list[str]) -> LifecycleAction | None:
+        if group is None or len(hooks) != 1:
+            # Several hooks: we cannot tell which is ours; completing a stranger's is worse.
+            log.info(
+                "no single terminating lifecycle hook; none will be completed",
+                extra=fields(group=group, hooks=hooks[:10]),
+            )
+            return None
+        log.info("terminating lifecycle hook found", extra=fields(group=group, hook=hooks[0]))
+        return LifecycleAction(
+            hook_name=hooks[0], group_name=group, token="", transition=TERMINATING
+        )
+
+    async def _group(
+        self, instance_id: str, tagged_group: Callable[[], Awaitable[str | None]]
+    ) -> str | None:
+        # Instance tags in metadata are optional (InstanceMetadataTags); 404 when disabled.
+        group = await tagged_group()
+        if group:
+            return group.strip()
+        info = await self._aws.ec2.describe_instance(instance_id)
+        return info.tags.get(GROUP_TAG) if info else None

@@ -38,7 +38,7 @@ class NoticeKind(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    """What the service does about a notice (DESIGN.md's "default action")."""
+    """What the service does about a notice (`events.default_action` picks it per kind)."""
 
     DRAIN = "drain"
     CORDON = "cordon"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 
-from lifecycled.clients.aws import AwsClients, InstanceInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.ec2 import InstanceInfo
 from lifecycled.model import InstanceId
 from lifecycled.settings import Settings
 
@@ -67,6 +68,6 @@ class Ownership:
             return cached[1]
         if len(self._tags) > 10_000:
             self._tags.clear()
-        info = await self._aws.describe_instance(instance_id)
+        info = await self._aws.ec2.describe_instance(instance_id)
         self._tags[instance_id] = (now, info)
         return info

@@ -21,7 +21,7 @@ from lifecycled.record import DrainRecord, HookRef, Outcome
 from lifecycled.settings import Settings
 
 if TYPE_CHECKING:
-    from lifecycled.clients.aws import HookInfo
+    from lifecycled.clients.aws.autoscaling import HookInfo
 
 OPENING = frozenset({Action.DRAIN, Action.CORDON})  # the actions that open a drain
 NOT_IN_CLUSTER = "instance is not in this cluster"

@@ -64,7 +64,8 @@ class Settings(BaseSettings):
     message_concurrency: int = Field(default=32, ge=1)
 
     # Drains.
-    # What each notice kind does (DESIGN.md's table is the default); `none` records only.
+    # What each notice kind does (the defaults are the table in docs/configuration.md, "Per-kind
+    # actions"); `none` records only.
     spot_interruption_action: ActionName = "drain"
     rebalance_recommendation_action: ActionName = Field(
         default="cordon",

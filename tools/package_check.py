@@ -9,7 +9,9 @@ Prometheus Operator kinds (no schema offline) by their structure and PromQL, and
 against the code: the container's environment must load as lifecycled's Settings, the RBAC
 rules must be exactly the API calls lifecycled/clients/ makes, the alerts may only use
 metrics and labels lifecycled/observe.py defines. The CloudFormation template is linted and
-its EventBridge rules compared with lifecycled/devstack/aws/rules.py.
+its EventBridge rules compared with lifecycled/rules.py.
+The wheel is built (pip takes setuptools from its cache or PyPI) and must hold lifecycled/ only:
+no devstack/, no module importing the test stack.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import importlib.util
 import inspect
 import os
 import re
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -504,14 +506,7 @@ CfnLoader.add_multi_constructor("!", _intrinsic)
 
 @step("queue.yaml: the EventBridge rules are rules.py's, the queue takes only them")
 def queue_template(_: argparse.Namespace) -> None:
-    # rules.py by its path: importing lifecycled.devstack would import moto (seconds).
-    spec = importlib.util.spec_from_file_location(
-        "rules", ROOT / "lifecycled" / "devstack" / "aws" / "rules.py"
-    )
-    assert spec is not None and spec.loader is not None
-    rules_module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rules_module)
-    EVENT_RULES = rules_module.EVENT_RULES
+    from lifecycled.rules import EVENT_RULES
 
     template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
     resources = template["Resources"]
@@ -534,6 +529,61 @@ def queue_template(_: argparse.Namespace) -> None:
     for name, rule in rules.items():
         (target,) = rule["Targets"]
         expect(target["Arn"] == {"Fn::GetAtt": ["Queue", "Arn"]}, f"{name} targets the queue")
+
+
+# What only the tests, the demos and the benchmarks use: the product must never import it.
+DEV_ONLY_IMPORTS = frozenset({"devstack", "moto", "boto3", "pytest", "tests"})
+
+
+def dev_only_imports(source: str) -> set[str]:
+    """The DEV_ONLY_IMPORTS names `source` imports (absolute imports; the top-level name)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.partition(".")[0] for name in names} & DEV_ONLY_IMPORTS
+    return found
+
+
+@step("the wheel: lifecycled only, no devstack, no module importing moto or devstack")
+def wheel(_: argparse.Namespace) -> None:
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with tempfile.TemporaryDirectory(prefix="package-check-wheel-") as tmp:
+        # A clean copy: setuptools reuses build/, so a stale build/lib could reach the wheel.
+        source, dist = Path(tmp) / "source", Path(tmp) / "dist"
+        skip = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*skip))
+        run(
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(dist),
+            str(source),
+        )
+        (built,) = dist.glob("lifecycled-*.whl")
+        with zipfile.ZipFile(built) as whl:
+            names = whl.namelist()
+            info = f"lifecycled-{version}.dist-info"
+            tops = {name.partition("/")[0] for name in names}
+            expect(tops == {"lifecycled", info}, f"the wheel holds more than lifecycled: {tops}")
+            expect(whl.read(f"{info}/top_level.txt").split() == [b"lifecycled"], "top_level.txt")
+            expect(not [n for n in names if "devstack" in n], "the wheel holds devstack files")
+            for needed in ("lifecycled/py.typed", "lifecycled/rules.py", "lifecycled/cli.py"):
+                expect(needed in names, f"the wheel lacks {needed}")
+            for name in names:
+                if name.endswith(".py"):
+                    found = dev_only_imports(whl.read(name).decode())
+                    expect(not found, f"{name} (in the wheel) imports {', '.join(sorted(found))}")
 
 
 def main() -> int:

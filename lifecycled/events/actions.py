@@ -1,5 +1,5 @@
-"""The action for a notice: DESIGN.md's table as one pure function, each kind's action
-configurable (`LIFECYCLED_<KIND>_ACTION`)."""
+"""The action for a notice: the per-kind table (docs/configuration.md, "Per-kind actions")
+as one pure function, each kind's action configurable (`LIFECYCLED_<KIND>_ACTION`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from lifecycled.model import DOWN_STATES, GOING_STATES, Action, Notice, NoticeKind
 
-# DESIGN.md's defaults, for the kinds whose action an operator may choose.
+# The defaults (the table in docs/configuration.md), for the kinds whose action an operator
+# may choose.
 DEFAULT_ACTIONS: Mapping[NoticeKind, Action] = {
     NoticeKind.SPOT_INTERRUPTION: Action.DRAIN,
     NoticeKind.REBALANCE_RECOMMENDATION: Action.CORDON,

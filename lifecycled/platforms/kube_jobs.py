@@ -296,7 +296,7 @@ class JobRequeuer:
             ),
             "manifest": body,
         }
-        await self._aws.send_message(
+        await self._aws.sqs.send_message(
             self._settings.requeue_queue_url,
             json.dumps(message, sort_keys=True),
             deduplication_id=f"{meta.get('uid', meta['name'])}-{record.attempt}",

@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
-from lifecycled.clients.aws import AwsClients, LbTarget, TargetGroupInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.elbv2 import LbTarget, TargetGroupInfo
 from lifecycled.clients.kube import JsonDict, KubeClient
 from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
 from lifecycled.model import Action
@@ -173,7 +174,7 @@ class LoadBalancers:
                 await self._groups.deregister(arn, registered)
                 self._metrics.lb_deregistrations.labels("target_group").inc()
         for name in found.classic:
-            await self._aws.deregister_from_classic(name, instance)
+            await self._aws.elb.deregister_from_classic(name, instance)
             self._metrics.lb_deregistrations.labels("classic").inc()
         log.info(
             "node deregistered from its load balancers",
@@ -206,12 +207,12 @@ class LoadBalancers:
 
     async def _classic_gone(self, name: str, instance: str) -> bool:
         # A classic ELB reports a draining instance as InService until its connections end.
-        return await self._aws.classic_instance_state(name, instance) != "InService"
+        return await self._aws.elb.classic_instance_state(name, instance) != "InService"
 
     async def _classic_delay(self, name: str) -> float:
         cached = self._classic_delays.get(name)
         if cached is None:
-            timeout = await self._aws.classic_draining_timeout(name)
+            timeout = await self._aws.elb.classic_draining_timeout(name)
             cached = self._classic_delays.put(name, timeout)
         return cached
 
@@ -239,13 +240,13 @@ class LoadBalancers:
             }
         if self._settings.lb_classic_names:
             names = sorted(self._settings.lb_classic_names)
-            members = await self._aws.classic_instances(names)
+            members = await self._aws.elb.classic_instances(names)
             found.classic = [name for name in names if instance in members.get(name, [])]
         return found
 
     async def _targets_in(self, arn: str, instance: str) -> dict[LbTarget, str]:
         try:
-            states = await self._aws.target_states(arn)
+            states = await self._aws.elbv2.target_states(arn)
         except NotFoundError:
             return {}  # deleted since we listed it
         return {target: state for target, state in states.items() if target.id == instance}
@@ -258,8 +259,8 @@ class LoadBalancers:
         described = await self._describe_named(sorted(self._settings.lb_target_groups))
         wanted = self._settings.lb_target_group_tags
         if wanted:
-            every = await self._aws.describe_target_groups()
-            tags = await self._aws.target_group_tags([g.arn for g in every])
+            every = await self._aws.elbv2.describe_target_groups()
+            tags = await self._aws.elbv2.target_group_tags([g.arn for g in every])
             described += [g for g in every if matches(tags.get(g.arn, {}), wanted)]
         arns = sorted({g.arn for g in described if g.target_type == "instance"})
         skipped = sorted({_short(g.arn) for g in described if g.target_type != "instance"})
@@ -271,13 +272,13 @@ class LoadBalancers:
         if not arns:
             return []
         try:
-            return await self._aws.describe_target_groups(arns)
+            return await self._aws.elbv2.describe_target_groups(arns)
         except NotFoundError:
             pass  # one of them is gone: find which
         found = []
         for arn in arns:
             try:
-                found += await self._aws.describe_target_groups([arn])
+                found += await self._aws.elbv2.describe_target_groups([arn])
             except NotFoundError:
                 log.error("configured target group not found", extra=fields(target_group=arn))
         return found
@@ -297,9 +298,11 @@ class LoadBalancers:
             return
         taken = Membership.from_json(text)
         for arn, targets in taken.target_groups.items():
-            await self._put_back("target_group", arn, self._aws.register_targets(arn, [*targets]))
+            await self._put_back(
+                "target_group", arn, self._aws.elbv2.register_targets(arn, [*targets])
+            )
         for name in taken.classic:
-            register = self._aws.register_with_classic(name, taken.instance)
+            register = self._aws.elb.register_with_classic(name, taken.instance)
             await self._put_back("classic", name, register)
 
     async def _put_back(self, kind: str, where: str, call: Awaitable[None]) -> None:

@@ -86,7 +86,7 @@ class NodeIndex:
         if instance_id in self._by_instance:
             return self._by_instance[instance_id]
         # Nodes without a providerID: match the instance's private DNS name instead.
-        info = await self._aws.describe_instance(instance_id)
+        info = await self._aws.ec2.describe_instance(instance_id)
         if info is None or not info.private_dns_name:
             return None
         dns = info.private_dns_name

@@ -9,13 +9,14 @@ Kubernetes: the pods' grace periods must).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from lifecycled.clients.aws import AwsClients, LbTarget
-from lifecycled.errors import PermanentError
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.elbv2 import InvalidTargetError, LbTarget
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -57,21 +58,18 @@ class TargetGroups:
         self._delays: Cache[str, float] = Cache(cache_seconds)
 
     async def deregister(self, group: str, targets: list[LbTarget]) -> None:
-        try:
-            await self._aws.deregister_targets(group, targets)
-        except PermanentError as exc:
-            if "InvalidTarget" not in str(exc):
-                raise
-            # Not registered (any more): someone, or an earlier attempt, was first.
+        # InvalidTarget: not registered (any more); someone, or an earlier attempt, was first.
+        with contextlib.suppress(InvalidTargetError):
+            await self._aws.elbv2.deregister_targets(group, targets)
 
     async def gone(self, group: str, targets: list[LbTarget]) -> bool:
-        states = await self._aws.target_states(group, targets)
+        states = await self._aws.elbv2.target_states(group, targets)
         return all(states.get(t, "unused") in OUT_OF_GROUP_STATES for t in targets)
 
     async def delay(self, group: str) -> float:
         cached = self._delays.get(group)
         if cached is None:
-            cached = self._delays.put(group, await self._aws.deregistration_delay(group))
+            cached = self._delays.put(group, await self._aws.elbv2.deregistration_delay(group))
         return cached
 
 

@@ -18,7 +18,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from lifecycled.clients.aws import AwsClients, QueueMessage
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.sqs import QueueMessage
 from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
 from lifecycled.events import check_scope, parse_message
 from lifecycled.events.result import Ignored, Rejected
@@ -51,7 +52,7 @@ class SqsSource:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
-        self._max_receives = await self._aws.max_receive_count(self._queue_url)
+        self._max_receives = await self._aws.sqs.max_receive_count(self._queue_url)
         self._dead_letter = self._max_receives is not None
         if not self._dead_letter:
             log.warning("queue has no redrive policy; rejected messages will be deleted")
@@ -69,7 +70,7 @@ class SqsSource:
 
     async def _receive(self, stop: asyncio.Event) -> list[QueueMessage]:
         receive = asyncio.ensure_future(
-            self._aws.receive(
+            self._aws.sqs.receive(
                 self._queue_url,
                 max_messages=min(self._settings.sqs_max_messages, self._free_slots()),
                 wait_seconds=self._settings.sqs_wait_seconds,
@@ -185,7 +186,7 @@ class SqsSource:
         at_limit = self._max_receives is not None and message.receive_count >= self._max_receives
         if not at_limit or fifo:
             # Visible again soon for the other handlers; not at once, or we take it back.
-            await self._aws.change_visibility(
+            await self._aws.sqs.change_visibility(
                 self._queue_url,
                 message.receipt_handle,
                 self._settings.not_ours_visibility_seconds,
@@ -201,7 +202,7 @@ class SqsSource:
             await self._delete(message)
             self._metrics.not_ours_messages.labels("dropped").inc()
             return
-        await self._aws.forward_message(
+        await self._aws.sqs.forward_message(
             self._queue_url,
             message.body,
             forwards=message.forwards + 1,
@@ -226,19 +227,19 @@ class SqsSource:
         )
         if self._dead_letter:
             # Back to the queue at once: the redrive policy moves it aside after maxReceiveCount.
-            await self._aws.change_visibility(self._queue_url, message.receipt_handle, 0)
+            await self._aws.sqs.change_visibility(self._queue_url, message.receipt_handle, 0)
             self._metrics.messages.labels("released").inc()
         else:
             await self._delete(message)
 
     async def _delete(self, message: QueueMessage) -> None:
-        await self._aws.delete_message(self._queue_url, message.receipt_handle)
+        await self._aws.sqs.delete_message(self._queue_url, message.receipt_handle)
         self._metrics.messages.labels("deleted").inc()
 
     async def _release(self, message: QueueMessage) -> None:
         delay = min(MAX_RELEASE_SECONDS, 2 ** min(message.receive_count, 8))
         with contextlib.suppress(LifecycledError):
-            await self._aws.change_visibility(self._queue_url, message.receipt_handle, delay)
+            await self._aws.sqs.change_visibility(self._queue_url, message.receipt_handle, delay)
             self._metrics.messages.labels("released").inc()
 
     @contextlib.asynccontextmanager
@@ -250,7 +251,7 @@ class SqsSource:
             while True:
                 await asyncio.sleep(period)
                 with contextlib.suppress(LifecycledError):
-                    await self._aws.change_visibility(
+                    await self._aws.sqs.change_visibility(
                         self._queue_url,
                         message.receipt_handle,
                         self._settings.sqs_visibility_seconds,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from lifecycled.devstack.aws import AwsStack, Queue
+from devstack.aws import AwsStack, Queue
 
 
 @pytest.fixture(scope="module", name="aws")

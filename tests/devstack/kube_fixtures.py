@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
 
-from lifecycled.devstack.kube import KubeApiServer
+from devstack.kube import KubeApiServer
 
 T = TypeVar("T")
 
@@ -118,7 +118,7 @@ async def running_pod(
     **pod_args: Any,
 ) -> None:
     """Seed a pod bound to a node with the given status (for servers without controllers)."""
-    from lifecycled.devstack.kube import builders
+    from devstack.kube import builders
 
     pod_args.setdefault("node_name", "n1")
     await k.server.add_object(builders.pod(name, namespace=namespace, labels=labels, **pod_args))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lifecycled.devstack.aws import AwsStack, wait_for
+from devstack.aws import AwsStack, wait_for
 
 from .aws_fixtures import aws_fixture, name_fixture
 

@@ -10,8 +10,8 @@ import pytest
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from lifecycled.devstack.aws import AwsStack, Queue, wait_for, wait_until
-from lifecycled.devstack.aws.asg import LifecycleAction
+from devstack.aws import AwsStack, Queue, wait_for, wait_until
+from devstack.aws.asg import LifecycleAction
 
 from .aws_fixtures import about, aws_fixture, name_fixture, receive, routed_fixture
 

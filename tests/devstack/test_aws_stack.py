@@ -7,12 +7,14 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from lifecycled.devstack.aws import EVENT_RULES, AwsStack, Queue
+from devstack.aws import AwsStack, Queue
+from lifecycled.rules import EVENT_RULES
 
 from .aws_fixtures import about, aws_fixture, name_fixture, receive, routed_fixture
 
@@ -227,7 +229,8 @@ def test_non_default_account_appears_in_events(name: str) -> None:
 
 def test_module_entry_point_prints_exports() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifecycled.devstack.aws", "--queue", "cli-q", "--group", "cli:1"],
+        [sys.executable, "-m", "devstack.aws", "--queue", "cli-q", "--group", "cli:1"],
+        cwd=Path(__file__).resolve().parents[2],  # devstack/ is not installed: the repo root
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from lifecycled.devstack.imds import (
+from devstack.imds import (
     HISTORY,
     REBALANCE,
     SCHEDULED,

@@ -11,7 +11,7 @@ from kubernetes_asyncio.client.rest import ApiException
 from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock.leaselock import LeaseLock
 
-from lifecycled.devstack.kube import builders
+from devstack.kube import builders
 
 from .kube_fixtures import Kube, eventually, kube, kube_static, status_body
 

@@ -8,7 +8,7 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from lifecycled.devstack.kube import builders
+from devstack.kube import builders
 
 from .kube_fixtures import Kube, eventually, kube, kube_static, status_body
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.rest import ApiException
 
-from lifecycled.devstack.kube import builders
+from devstack.kube import builders
 
 from .kube_fixtures import Kube, kube_static, status_body
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from lifecycled.devstack.kube import KubeApiServer, KubeApiServerThread, builders
+from devstack.kube import KubeApiServer, KubeApiServerThread, builders
 
 from .kube_fixtures import Kube, connect, eventually, kube
 

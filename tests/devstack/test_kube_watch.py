@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes_asyncio import watch
 
-from lifecycled.devstack.kube import builders
+from devstack.kube import builders
 
 from .kube_fixtures import Kube, kube_static
 

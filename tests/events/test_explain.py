@@ -1,4 +1,5 @@
-"""`lifecycled explain`: exactly DESIGN.md's object, and its exit codes."""
+"""`lifecycled explain`: exactly the documented object (explain.py's docstring), and its exit
+codes."""
 
 from __future__ import annotations
 

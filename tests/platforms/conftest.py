@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devstack.aws import AwsStack
 from lifecycled.clients.aws import AwsClients
-from lifecycled.devstack.aws import AwsStack
 from lifecycled.model import Action, InstanceId, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.ecs import EcsPlatform

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lifecycled.devstack.aws import AwsStack
+from devstack.aws import AwsStack
 from lifecycled.jobs import IDEMPOTENT_ANNOTATION, REQUEUE_ANNOTATION
 from lifecycled.model import InstanceId, NoticeKind
 from lifecycled.platforms.ecs import split_target
@@ -220,7 +220,7 @@ async def test_non_idempotent_job_is_requeued_once_elsewhere(
 
     # A duplicated requeue (a retry, a second drain) finds the record and runs nothing.
     runs = len(aws.calls.of("RunTask"))
-    fresh = (await p.aws_clients.describe_tasks(name, [original]))[0]
+    fresh = (await p.aws_clients.ecs.describe_tasks(name, [original]))[0]
     await p.platform._jobs.requeue(name, fresh, instances[0], "spot_interruption")
     assert len(aws.calls.of("RunTask")) == runs
     assert (
@@ -238,10 +238,10 @@ async def test_a_requeue_interrupted_after_its_record_runs_one_copy(
     job = aws.register_task_definition(f"{name}-job", container_port=None)
     original = aws.run_standalone_task(name, job, instance_id=instances[0], started_by="d")
     p = await make_platform(ecs_clusters=frozenset({name}))
-    task = (await p.aws_clients.describe_tasks(name, [original]))[0]
+    task = (await p.aws_clients.ecs.describe_tasks(name, [original]))[0]
     # First try: the record is written, then RunTask runs, then the process dies.
     jobs = p.platform._jobs
-    real_tag = p.aws_clients.tag_resource
+    real_tag = p.aws_clients.ecs.tag_resource
     writes = 0
 
     async def crash_on_second_tag(arn: str, tags: dict[str, str]) -> None:
@@ -251,12 +251,12 @@ async def test_a_requeue_interrupted_after_its_record_runs_one_copy(
             raise RuntimeError("crashed before marking the record done")
         await real_tag(arn, tags)
 
-    p.aws_clients.tag_resource = crash_on_second_tag  # type: ignore[method-assign]
+    p.aws_clients.ecs.tag_resource = crash_on_second_tag  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
         await jobs.requeue(name, task, instances[0], "spot_interruption")
-    p.aws_clients.tag_resource = real_tag  # type: ignore[method-assign]
+    p.aws_clients.ecs.tag_resource = real_tag  # type: ignore[method-assign]
     # The retry sees the open record and the copy, and runs no second one.
-    task = (await p.aws_clients.describe_tasks(name, [original]))[0]
+    task = (await p.aws_clients.ecs.describe_tasks(name, [original]))[0]
     assert not requeue_from_tag(task.tags[REQUEUE_ANNOTATION]).done
     await jobs.requeue(name, task, instances[0], "spot_interruption")
     copies = [t for t in aws.ecs_tasks(name) if t["taskArn"] != original]

@@ -1,8 +1,9 @@
 """docs/iam-ecs.json grants exactly the AWS operations lifecycled calls in ECS mode.
 
-Every AWS call goes through `AwsClients._call(service, operation)` in clients/aws.py; the
-AwsClients methods used by the modules that run in ECS mode (the SQS source, the coordinator,
-drains, lifecycle hooks, the ECS platform) give the operations; botocore names their actions.
+Every AWS call goes through `self._call(operation)` of a service client in clients/aws/ (its
+class names the `service`); the methods called as `aws.<service>.<method>(` by the modules that
+run in ECS mode (the SQS source, the coordinator, drains, lifecycle hooks, the ECS platform)
+give the operations; botocore names their actions.
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ import botocore.session
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lifecycled"
-# Kubernetes-only modules (and the test stack) do not run in ECS mode.
+# Kubernetes-only modules do not run in ECS mode.
 NOT_IN_ECS_MODE = (
-    "devstack/",
     "platforms/kubernetes.py",
     "platforms/kube_jobs.py",
     "platforms/kube_lb.py",
@@ -30,33 +30,53 @@ IAM_PREFIX = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
 IMPLIED = {"iam:PassRole"}
 
 
+def service_of(client: ast.ClassDef) -> str | None:
+    """A service client class's `service = "..."`; None for any other class."""
+    for item in client.body:
+        if (
+            isinstance(item, ast.Assign)
+            and isinstance(item.targets[0], ast.Name)
+            and item.targets[0].id == "service"
+            and isinstance(item.value, ast.Constant)
+        ):
+            return str(item.value.value)
+    return None
+
+
 def operations_by_method() -> dict[str, set[tuple[str, str]]]:
-    """AwsClients method -> the (service, operation) pairs it passes to `_call`."""
-    tree = ast.parse((PACKAGE / "clients" / "aws.py").read_text())
-    clients = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "AwsClients")
+    """Service client method -> the (service, operation) pairs it passes to `_call`."""
     found: dict[str, set[tuple[str, str]]] = {}
-    for method in clients.body:
-        if not isinstance(method, ast.AsyncFunctionDef | ast.FunctionDef):
-            continue
-        for node in ast.walk(method):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "_call"
-            ):
-                service, operation = (a.value for a in node.args[:2])  # type: ignore[attr-defined]
-                found.setdefault(method.name, set()).add((service, operation))
+    for path in sorted((PACKAGE / "clients" / "aws").glob("*.py")):
+        for client in ast.parse(path.read_text()).body:
+            if not isinstance(client, ast.ClassDef) or (service := service_of(client)) is None:
+                continue
+            for method in client.body:
+                if not isinstance(method, ast.AsyncFunctionDef | ast.FunctionDef):
+                    continue
+                for node in ast.walk(method):
+                    if (
+                        isinstance(node, ast.Call)
+                        and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "_call"
+                    ):
+                        operation = node.args[0].value  # type: ignore[attr-defined]
+                        found.setdefault(method.name, set()).add((service, operation))
     return found
 
 
-def used_in_ecs_mode(methods: set[str]) -> set[str]:
+def called(method: str, services: set[str], text: str) -> bool:
+    """`aws.<service>.<method>(` somewhere in `text`."""
+    return any(re.search(rf"aws\.{s}\.{method}\(", text) for s in services)
+
+
+def used_in_ecs_mode(by_method: dict[str, set[tuple[str, str]]]) -> set[str]:
     used: set[str] = set()
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE).as_posix()
         if any(relative.startswith(p) or relative == p for p in NOT_IN_ECS_MODE):
             continue
         text = path.read_text()
-        used |= {m for m in methods if re.search(rf"aws\.{m}\(", text)}
+        used |= {m for m, calls in by_method.items() if called(m, {s for s, _ in calls}, text)}
     return used
 
 
@@ -78,7 +98,7 @@ def policy_actions(name: str = "iam-ecs.json") -> set[str]:
 
 def test_the_policy_grants_exactly_what_ecs_mode_calls() -> None:
     by_method = operations_by_method()
-    used = used_in_ecs_mode(set(by_method))
+    used = used_in_ecs_mode(by_method)
     assert {"receive", "stop_task", "deregister_targets", "complete_lifecycle_action"} <= used
     needed = {iam_action(s, o) for m in used for s, o in by_method[m]}
     granted = policy_actions()

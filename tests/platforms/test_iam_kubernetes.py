@@ -1,33 +1,34 @@
 """docs/iam-kubernetes.json grants exactly the AWS operations lifecycled calls on Kubernetes.
 
-The same derivation as test_iam_ecs.py: every `AwsClients._call(service, operation)` reached
-from the modules that run in Kubernetes mode, queue (SQS) and DaemonSet (IMDS) sources alike.
+The same derivation as test_iam_ecs.py: every service client's `_call(operation)` reached as
+`aws.<service>.<method>(` from the modules that run in Kubernetes mode, queue (SQS) and
+DaemonSet (IMDS) sources alike.
 """
 
 from __future__ import annotations
 
-import re
-
 from tests.platforms import test_iam_ecs as derive
 
-# ECS-only modules (and the test stack) do not run in Kubernetes mode.
-NOT_IN_KUBERNETES_MODE = ("devstack/", "platforms/ecs/", "clients/")
+# ECS-only modules do not run in Kubernetes mode.
+NOT_IN_KUBERNETES_MODE = ("platforms/ecs/", "clients/")
 
 
-def used_in_kubernetes_mode(methods: set[str]) -> set[str]:
+def used_in_kubernetes_mode(by_method: dict[str, set[tuple[str, str]]]) -> set[str]:
     used: set[str] = set()
     for path in derive.PACKAGE.rglob("*.py"):
         relative = path.relative_to(derive.PACKAGE).as_posix()
         if relative.startswith(NOT_IN_KUBERNETES_MODE):
             continue
         text = path.read_text()
-        used |= {m for m in methods if re.search(rf"aws\.{m}\(", text)}
+        used |= {
+            m for m, calls in by_method.items() if derive.called(m, {s for s, _ in calls}, text)
+        }
     return used
 
 
 def test_the_policy_grants_exactly_what_kubernetes_mode_calls() -> None:
     by_method = derive.operations_by_method()
-    used = used_in_kubernetes_mode(set(by_method))
+    used = used_in_kubernetes_mode(by_method)
     assert {"receive", "describe_instance", "terminating_hooks", "send_message"} <= used
     assert not used & {"stop_task", "run_task", "list_clusters"}, "ECS calls leaked"
     needed = {derive.iam_action(s, o) for m in used for s, o in by_method[m]}

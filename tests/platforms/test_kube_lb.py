@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
-from lifecycled.clients.aws import AwsClients, LbTarget
+from devstack.aws import AwsStack
+from devstack.kube import KubeApiServer
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.elbv2 import LbTarget
 from lifecycled.clients.kube import KubeClient
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.kube import KubeApiServer
 from lifecycled.model import Action
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kube_lb import (

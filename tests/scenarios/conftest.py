@@ -15,11 +15,11 @@ import pytest
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
+from devstack.aws import AwsStack
+from devstack.cluster import Machine, Workloads, seed, wait_running
+from devstack.kube import KubeApiServer
 from lifecycled.app import Service, running
 from lifecycled.clients.kube import load_configuration
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, seed, wait_running
-from lifecycled.devstack.kube import KubeApiServer
 from lifecycled.settings import Settings
 
 _names = itertools.count()

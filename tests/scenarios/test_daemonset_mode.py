@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from devstack.cluster import Machine
+from devstack.imds import ImdsEmulator
 from lifecycled.app import Service, running
-from lifecycled.devstack.cluster import Machine
-from lifecycled.devstack.imds import ImdsEmulator
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from devstack.aws import AwsStack, RecordedCall
 from lifecycled.app import running
-from lifecycled.devstack.aws import AwsStack, RecordedCall
 from lifecycled.jobs import REQUEUE_ANNOTATION
 from lifecycled.platforms.ecs.codec import requeue_from_tag
 from lifecycled.settings import Settings

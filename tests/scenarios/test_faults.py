@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
+from devstack.kube import KubeApiServer
+from devstack.kube.server import write_kubeconfig
 from lifecycled.app import running
-from lifecycled.devstack.kube import KubeApiServer
-from lifecycled.devstack.kube.server import write_kubeconfig
 from lifecycled.record import RECORD_ANNOTATION
 from tests.faultproxy import Fault, FaultProxy
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on

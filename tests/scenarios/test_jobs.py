@@ -9,7 +9,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from lifecycled.devstack.cluster import DEVSTACK
+from devstack.cluster import DEVSTACK
 from tests.scenarios.conftest import Stack, eventually, metric, pods_on
 
 SPOT = "spot_interruption"

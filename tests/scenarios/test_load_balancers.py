@@ -11,8 +11,8 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from devstack.aws import AwsStack
 from lifecycled.app import running
-from lifecycled.devstack.aws import AwsStack
 from lifecycled.platforms.kube_lb import DEREGISTERED_ANNOTATION, EXCLUDE_LABEL, EXCLUDED_ANNOTATION
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
 

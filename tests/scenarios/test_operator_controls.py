@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 
+from devstack.aws import AwsStack
+from devstack.cluster import Machine, Workloads, seed, wait_running
+from devstack.kube import KubeApiServer
 from lifecycled.app import running
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, seed, wait_running
-from lifecycled.devstack.kube import KubeApiServer
 from lifecycled.explain_node import main_node
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION
 from lifecycled.settings import Settings

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from lifecycled.devstack.cluster import Machine, node_body
+from devstack.cluster import Machine, node_body
 from lifecycled.record import RECORD_ANNOTATION
 from tests.scenarios.conftest import Stack, eventually, metric
 from tests.scenarios.test_jobs import instance_on, job_manifest, jobs_named, start_job

@@ -12,21 +12,17 @@ from typing import Any
 
 import pytest
 
-from lifecycled.clients.aws import InstanceInfo
-from lifecycled.devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
+from devstack.imds import SPOT, TARGET_STATE, ImdsEmulator
+from lifecycled.clients.aws.ec2 import InstanceInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.fields import Reject
+from lifecycled.events.imds import Identity, maintenance_time, scheduled_notices, spot_notice
+from lifecycled.lifecycle import HookFinder
 from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kubernetes import is_skipped
 from lifecycled.settings import Settings
-from lifecycled.sources.imds import (
-    Identity,
-    ImdsSource,
-    maintenance_time,
-    scheduled_notices,
-    spot_notice,
-)
+from lifecycled.sources.imds import ImdsSource
 
 INSTANCE = "i-0123456789abcdef0"
 ME = Identity(InstanceId(INSTANCE), "us-east-1", "123456789012")
@@ -153,6 +149,11 @@ async def polling(source: ImdsSource) -> AsyncIterator[asyncio.Event]:
         await asyncio.wait_for(task, 5)
 
 
+def no_hooks() -> HookFinder:
+    """A hook lookup for tests that never see the target state Terminated."""
+    return HookFinder(FakeAws([]))  # type: ignore[arg-type]
+
+
 async def eventually(check: Callable[[], bool], within: float = 5) -> None:
     end = time.monotonic() + within
     while not check():
@@ -162,7 +163,7 @@ async def eventually(check: Callable[[], bool], within: float = 5) -> None:
 
 async def test_a_spot_action_is_handed_over_once(imds: ImdsEmulator) -> None:
     handle, metrics = Recorder(), Metrics()
-    async with polling(ImdsSource(settings(), metrics, handle)) as ready:
+    async with polling(ImdsSource(settings(), metrics, handle, hooks=no_hooks())) as ready:
         await asyncio.wait_for(ready.wait(), 5)
         assert handle.notices == []
         action = imds.set_spot_action()
@@ -182,7 +183,7 @@ async def test_a_spot_action_is_handed_over_once(imds: ImdsEmulator) -> None:
 async def test_a_notice_refused_by_the_coordinator_comes_again(imds: ImdsEmulator) -> None:
     handle = Recorder(refuse=2)
     imds.set_rebalance()
-    async with polling(ImdsSource(settings(), Metrics(), handle)):
+    async with polling(ImdsSource(settings(), Metrics(), handle, hooks=no_hooks())):
         await handle.wait_for(lambda ns: len(ns) == 1)
     assert handle.kinds() == [NoticeKind.REBALANCE_RECOMMENDATION]
     assert handle.refuse == 0
@@ -191,7 +192,7 @@ async def test_a_notice_refused_by_the_coordinator_comes_again(imds: ImdsEmulato
 async def test_a_scheduled_event_then_its_cancellation(imds: ImdsEmulator) -> None:
     handle = Recorder()
     window = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
-    async with polling(ImdsSource(settings(), Metrics(), handle)):
+    async with polling(ImdsSource(settings(), Metrics(), handle, hooks=no_hooks())):
         first = imds.add_scheduled_event("system-maintenance", not_before=window)
         await handle.wait_for(lambda ns: len(ns) == 1)
         imds.set_scheduled_state(first, "canceled")
@@ -215,7 +216,7 @@ async def test_after_a_restart_the_history_says_the_change_is_over(imds: ImdsEmu
     imds.set_scheduled_state(event_id, "completed")
     imds.remove_scheduled_event(event_id)  # only the history still lists it
     handle = Recorder()
-    async with polling(ImdsSource(settings(), Metrics(), handle)):
+    async with polling(ImdsSource(settings(), Metrics(), handle, hooks=no_hooks())):
         await handle.wait_for(lambda ns: len(ns) == 1)
     [notice] = handle.notices
     assert notice.kind is NoticeKind.SCHEDULED_CHANGE
@@ -224,7 +225,7 @@ async def test_after_a_restart_the_history_says_the_change_is_over(imds: ImdsEmu
 
 async def test_faults_are_survived_and_counted(imds: ImdsEmulator) -> None:
     handle, metrics = Recorder(), Metrics()
-    async with polling(ImdsSource(settings(), metrics, handle)) as ready:
+    async with polling(ImdsSource(settings(), metrics, handle, hooks=no_hooks())) as ready:
         await asyncio.wait_for(ready.wait(), 5)
         imds.fail(500, times=3)
         imds.delay(0.6, times=1, path=SPOT)  # longer than the 0.3 s timeout
@@ -244,16 +245,19 @@ async def test_faults_are_survived_and_counted(imds: ImdsEmulator) -> None:
 
 async def test_ready_only_after_a_whole_poll_succeeded(imds: ImdsEmulator) -> None:
     imds.fail(503, times=6)
-    async with polling(ImdsSource(settings(), Metrics(), Recorder())) as ready:
+    async with polling(ImdsSource(settings(), Metrics(), Recorder(), hooks=no_hooks())) as ready:
         await eventually(lambda: imds.count("PUT", "api/token", 503) + imds.count("GET", SPOT) > 0)
         assert not ready.is_set()
         await asyncio.wait_for(ready.wait(), 5)
 
 
 class FakeAws:
+    """Stands in for AwsClients: its EC2 and Auto Scaling clients."""
+
     def __init__(self, hooks: list[str] | Exception) -> None:
         self.hooks = hooks
         self.calls: list[str] = []
+        self.ec2 = self.autoscaling = self
 
     async def describe_instance(self, instance_id: str) -> InstanceInfo:
         self.calls.append("describe_instance")
@@ -270,7 +274,7 @@ class FakeAws:
 async def terminate_notice_with(imds: ImdsEmulator, aws: FakeAws) -> Notice:
     handle = Recorder()
     imds.set_target_lifecycle_state("InService")
-    source = ImdsSource(settings(), Metrics(), handle, aws=aws)  # type: ignore[arg-type]
+    source = ImdsSource(settings(), Metrics(), handle, hooks=HookFinder(aws))  # type: ignore[arg-type]
     async with polling(source) as ready:
         await asyncio.wait_for(ready.wait(), 5)
         imds.set_target_lifecycle_state("Terminated")

@@ -6,7 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lifecycled.clients.aws import HookInfo
+from lifecycled.clients.aws.autoscaling import HookInfo
 from lifecycled.coordinator import Coordinator
 from lifecycled.model import Disposition, InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics

@@ -54,7 +54,7 @@ def test_each_kind_takes_its_configured_action(
     assert others == {k: a for k, a in action_table(load_settings(**Q)).items() if k is not kind}
 
 
-def test_defaults_are_designs_table() -> None:
+def test_defaults_are_the_documented_table() -> None:
     table = action_table(load_settings(**Q))
     assert table == {
         NoticeKind.SPOT_INTERRUPTION: Action.DRAIN,

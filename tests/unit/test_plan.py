@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from lifecycled.clients.aws import HookInfo
+from lifecycled.clients.aws.autoscaling import HookInfo
 from lifecycled.model import Action, InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.plan import (
     NOT_IN_CLUSTER,

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from lifecycled.clients.aws import AwsClients, EcsTask
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.ecs import EcsTask
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.jobs import Decision, Workload, decide
 from lifecycled.model import InstanceId
@@ -60,13 +61,13 @@ class EcsPlatform:
         cluster, arn = split_target(target)
         values = record_attributes(record)
         await retry(
-            lambda: self._aws.put_attributes(cluster, arn, values),
+            lambda: self._aws.ecs.put_attributes(cluster, arn, values),
             delays=self._settings.retry_delays,
             what=f"record drain on {arn}",
         )
         if cordon:
             await retry(
-                lambda: self._aws.set_container_instance_state(cluster, arn, DRAINING),
+                lambda: self._aws.ecs.set_container_instance_state(cluster, arn, DRAINING),
                 delays=self._settings.retry_delays,
                 what=f"set {arn} DRAINING",
             )
@@ -76,7 +77,7 @@ class EcsPlatform:
         cluster, arn = split_target(target)
         await self.write_record(target, record, cordon=False)
         await retry(
-            lambda: self._aws.set_container_instance_state(cluster, arn, ACTIVE),
+            lambda: self._aws.ecs.set_container_instance_state(cluster, arn, ACTIVE),
             delays=self._settings.retry_delays,
             what=f"set {arn} ACTIVE",
         )
@@ -84,16 +85,16 @@ class EcsPlatform:
     async def ready(self, target: str) -> bool:
         """An ACTIVE container instance accepts tasks."""
         cluster, arn = split_target(target)
-        found = await self._aws.describe_container_instances(cluster, [arn])
+        found = await self._aws.ecs.describe_container_instances(cluster, [arn])
         return bool(found) and found[0].status == ACTIVE
 
     async def open_records(self) -> list[tuple[str, DrainRecord]]:
         found: list[tuple[str, DrainRecord]] = []
         for cluster in await self._index.clusters():
-            arns = await self._aws.list_attribute_targets(cluster, PHASE_ATTRIBUTE, Phase.OPEN)
+            arns = await self._aws.ecs.list_attribute_targets(cluster, PHASE_ATTRIBUTE, Phase.OPEN)
             if not arns:
                 continue
-            for info in await self._aws.describe_container_instances(cluster, arns):
+            for info in await self._aws.ecs.describe_container_instances(cluster, arns):
                 try:
                     record = record_from_attributes(info.attributes)
                 except (ValueError, KeyError, IndexError) as exc:
@@ -154,11 +155,11 @@ class EcsPlatform:
         async def listing() -> list[EcsTask]:
             arns: list[str] = []
             for status in ("RUNNING", STOPPED):
-                arns += await self._aws.list_task_arns(
+                arns += await self._aws.ecs.list_task_arns(
                     cluster, container_instance=arn, desired_status=status
                 )
             fresh = [a for a in dict.fromkeys(arns) if a not in stopped]
-            return await self._aws.describe_tasks(cluster, fresh) if fresh else []
+            return await self._aws.ecs.describe_tasks(cluster, fresh) if fresh else []
 
         tasks = await retry(
             listing, delays=self._settings.retry_delays, what=f"list tasks on {arn}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from lifecycled.clients.aws import AwsClients, ContainerInstanceInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.ecs import ContainerInstanceInfo
 from lifecycled.model import InstanceId
 
 MIN_RELIST_SECONDS = 1.0
@@ -46,11 +47,11 @@ class ContainerInstanceIndex:
         async with self._lock:
             if time.monotonic() - self._listed_at < min_age:
                 return  # someone refreshed while we waited
-            clusters = self._configured or await self._aws.list_clusters()
+            clusters = self._configured or await self._aws.ecs.list_clusters()
             found: dict[str, ContainerInstanceInfo] = {}
             for cluster in clusters:
-                arns = await self._aws.list_container_instances(cluster)
-                for info in await self._aws.describe_container_instances(cluster, arns):
+                arns = await self._aws.ecs.list_container_instances(cluster)
+                for info in await self._aws.ecs.describe_container_instances(cluster, arns):
                     found[info.ec2_instance_id] = info
             self._clusters = list(clusters)
             self._by_instance = found

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from lifecycled.clients.aws import AwsClients, EcsService, EcsTask, LbTarget, TaskDefinitionInfo
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.ecs import EcsService, EcsTask, TaskDefinitionInfo
+from lifecycled.clients.aws.elbv2 import LbTarget
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.targets import Cache, TargetGroups, WaitOutcome, wait_gone
@@ -48,14 +50,14 @@ class ServiceTasks:
         key = (cluster, name)
         cached = self._services.get(key)
         if cached is None:
-            found = await self._aws.describe_services(cluster, [name])
+            found = await self._aws.ecs.describe_services(cluster, [name])
             cached = self._services.put(key, found[0] if found else None)
         return cached
 
     async def definition(self, arn: str) -> TaskDefinitionInfo:
         cached = self._definitions.get(arn)
         if cached is None:
-            cached = self._definitions.put(arn, await self._aws.describe_task_definition(arn))
+            cached = self._definitions.put(arn, await self._aws.ecs.describe_task_definition(arn))
         return cached
 
     async def is_daemon(self, cluster: str, task: EcsTask) -> bool:
@@ -76,7 +78,7 @@ class ServiceTasks:
             await self._deregister(groups, instance)
             stop_timeout = (await self.definition(task.task_definition_arn)).stop_timeout
             await self._wait_gone(groups, drain, stop_timeout)
-        await self._aws.stop_task(cluster, task.arn, f"lifecycled: {drain.record.kind}")
+        await self._aws.ecs.stop_task(cluster, task.arn, f"lifecycled: {drain.record.kind}")
         self._metrics.tasks_stopped.labels("service").inc()
         log.info(
             "task stopped",

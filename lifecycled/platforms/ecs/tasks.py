@@ -13,7 +13,8 @@ import json
 import logging
 from typing import Any
 
-from lifecycled.clients.aws import AwsClients, EcsTask
+from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.aws.ecs import EcsTask
 from lifecycled.jobs import (
     ATTEMPT_ANNOTATION,
     IDEMPOTENT_ANNOTATION,
@@ -97,7 +98,7 @@ class StandaloneTasks:
     async def stop(
         self, cluster: str, task: EcsTask, instance_id: str, reason: str, why: str
     ) -> None:
-        await self._aws.stop_task(cluster, task.arn, f"lifecycled: {reason}")
+        await self._aws.ecs.stop_task(cluster, task.arn, f"lifecycled: {reason}")
         self._metrics.tasks_stopped.labels(why).inc()
         log.info(
             "task stopped",
@@ -116,11 +117,11 @@ class StandaloneTasks:
             name = task.tags.get(NAME_TAG) or task_id(task.arn)
             record = RequeueRecord(requeue_name(name, attempt), attempt, reason, instance_id)
             # The intent goes first: after a crash the record says which copy to look for.
-            await self._aws.tag_resource(task.arn, {REQUEUE_ANNOTATION: requeue_tag(record)})
+            await self._aws.ecs.tag_resource(task.arn, {REQUEUE_ANNOTATION: requeue_tag(record)})
         if not record.done:
             started = await self._start_copy(cluster, task, record, instance_id)
             done = RequeueRecord(record.copy, record.attempt, record.reason, record.node, True)
-            await self._aws.tag_resource(task.arn, {REQUEUE_ANNOTATION: requeue_tag(done)})
+            await self._aws.ecs.tag_resource(task.arn, {REQUEUE_ANNOTATION: requeue_tag(done)})
             if started:
                 self._metrics.jobs_requeued.labels(record.reason).inc()
             log.info(
@@ -151,7 +152,7 @@ class StandaloneTasks:
                 "reason": record.reason,
                 "runTask": {k: v for k, v in spec.items() if k != "placementConstraints"},
             }
-            await self._aws.send_message(
+            await self._aws.sqs.send_message(
                 self._settings.requeue_queue_url,
                 json.dumps(message, sort_keys=True),
                 deduplication_id=record.copy,
@@ -160,7 +161,7 @@ class StandaloneTasks:
             return True
         if await self._copy_exists(cluster, task, record.copy):
             return False
-        await self._aws.run_task(cluster, spec)
+        await self._aws.ecs.run_task(cluster, spec)
         return True
 
     async def _copy_exists(self, cluster: str, task: EcsTask, copy: str) -> bool:
@@ -169,14 +170,14 @@ class StandaloneTasks:
         family = None if task.started_by else family_of(task.task_definition_arn)
         arns: list[str] = []
         for status in ("RUNNING", "STOPPED"):
-            arns += await self._aws.list_task_arns(
+            arns += await self._aws.ecs.list_task_arns(
                 cluster, family=family, desired_status=status, **by
             )
         arns = [a for a in arns if a != task.arn]
         if not arns:
             return False
         return any(
-            t.tags.get(NAME_TAG) == copy for t in await self._aws.describe_tasks(cluster, arns)
+            t.tags.get(NAME_TAG) == copy for t in await self._aws.ecs.describe_tasks(cluster, arns)
         )
 
     def _limit_reached(self, task: EcsTask, attempt: int) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
-from lifecycled.devstack.demo import Timeline
-from lifecycled.devstack.imds import ImdsEmulator, in_thread
-from lifecycled.devstack.kube import KubeApiServerThread
-from lifecycled.devstack.service_process import say, service_process, total, verdict
+from devstack.aws import AwsStack
+from devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
+from devstack.demo import Timeline
+from devstack.imds import ImdsEmulator, in_thread
+from devstack.kube import KubeApiServerThread
+from devstack.service_process import say, service_process, total, verdict
 
 NODES = 4
 POLL_SECONDS = 1.0

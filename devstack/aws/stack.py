@@ -17,13 +17,14 @@ from typing import Any
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config
 
+from lifecycled.rules import EVENT_RULES
+
 from . import ecs, payloads
 from .asg import LOCK, expire_all, hooked_backends
 from .calls import DEVSTACK_AGENT, CallLog
 from .ecs_stack import EcsHelpers
 from .patches import install
 from .payloads import LAUNCHING, TERMINATING, EventSpec
-from .rules import EVENT_RULES
 from .server import RecordingMotoServer
 
 log = logging.getLogger(__name__)

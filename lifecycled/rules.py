@@ -1,8 +1,9 @@
 """The EventBridge rules lifecycled consumes, as data.
 
-These are the rules our docs tell users to create (one rule per kind, all targeting the
-lifecycled queue). The devstack installs exactly these, so tests exercise the same filtering
-users get; docs and CloudFormation templates can be generated from the same list.
+These are the rules this project recommends (one rule per kind, all targeting the lifecycled
+queue): deploy/cloudformation/queue.yaml creates exactly these (`make package-check`
+compares), docs/configuration.md lists them, and the test stack (devstack/aws) installs them,
+so tests exercise the same filtering users get.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lifecycled.devstack.aws import AwsStack
-from lifecycled.devstack.demo import Timeline
-from lifecycled.devstack.service_process import Values, say, service_process, total, verdict
+from devstack.aws import AwsStack
+from devstack.demo import Timeline
+from devstack.service_process import Values, say, service_process, total, verdict
 
 INSTANCES = 6
 WEB_TASKS = 12

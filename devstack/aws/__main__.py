@@ -1,6 +1,6 @@
-"""python -m lifecycled.devstack.aws: run the stack and print its environment.
+"""python -m devstack.aws: run the stack and print its environment.
 
-    eval "$(python -m lifecycled.devstack.aws --queue lifecycled --group demo:3)"
+    eval "$(python -m devstack.aws --queue lifecycled --group demo:3)"
 
 prints `export` lines first, then serves until interrupted (run it in the background or in
 another terminal).
@@ -17,7 +17,7 @@ from .stack import AwsStack
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lifecycled.devstack.aws")
+    parser = argparse.ArgumentParser(prog="python -m devstack.aws")
     parser.add_argument("--region", default="us-east-1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--queue", help="create this queue (with DLQ) and route events to it")

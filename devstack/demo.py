@@ -18,9 +18,8 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
-from lifecycled.clients.kube import JsonDict
-from lifecycled.devstack.aws import AwsStack, Instance
-from lifecycled.devstack.cluster import (
+from devstack.aws import AwsStack, Instance
+from devstack.cluster import (
     Machine,
     Workloads,
     expected_pods,
@@ -28,8 +27,9 @@ from lifecycled.devstack.cluster import (
     seed,
     wait_running,
 )
-from lifecycled.devstack.kube import KubeApiServerThread
-from lifecycled.devstack.service_process import Values, say, service_process, total, verdict
+from devstack.kube import KubeApiServerThread
+from devstack.service_process import Values, say, service_process, total, verdict
+from lifecycled.clients.kube import JsonDict
 
 NODES = 20
 SPOT_BURST = 5

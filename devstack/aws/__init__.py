@@ -3,9 +3,10 @@
 See README.md in this folder for what is emulated and how it differs from AWS.
 """
 
+from lifecycled.rules import EVENT_RULES, EventRule
+
 from .calls import RecordedCall
 from .ecs_stack import EcsCluster
-from .rules import EVENT_RULES, EventRule
 from .stack import AwsStack, Instance, Queue
 from .waiting import wait_for, wait_until
 

@@ -1,0 +1,83 @@
+"""Auto Scaling: lifecycle hooks (describe, heartbeat, complete)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lifecycled.clients.aws.base import ServiceClient
+from lifecycled.errors import PermanentError
+
+TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
+# AWS says so only in words, under the catch-all ValidationError code.
+ACTION_GONE_MARKERS = ("No active Lifecycle Action", "No Lifecycle Action found")
+
+
+class HookActionGone(PermanentError):
+    """The lifecycle action is no longer open: it timed out, or was completed already."""
+
+
+@dataclass(frozen=True, slots=True)
+class HookInfo:
+    heartbeat_timeout: int
+    global_timeout: int
+    default_result: str
+
+
+class AutoScalingClient(ServiceClient):
+    service = "autoscaling"
+
+    def classify(self, code: str, message: str) -> type[PermanentError] | None:
+        if code == "ValidationError" and any(m in message for m in ACTION_GONE_MARKERS):
+            return HookActionGone
+        return None
+
+    async def describe_hook(self, group: str, hook: str) -> HookInfo | None:
+        reply = await self._call(
+            "describe_lifecycle_hooks",
+            AutoScalingGroupName=group,
+            LifecycleHookNames=[hook],
+        )
+        for found in reply.get("LifecycleHooks", []):
+            return HookInfo(
+                heartbeat_timeout=int(found.get("HeartbeatTimeout", 3600)),
+                global_timeout=int(found.get("GlobalTimeout", 172800)),
+                default_result=str(found.get("DefaultResult", "ABANDON")),
+            )
+        return None
+
+    async def record_heartbeat(self, group: str, hook: str, token: str, instance_id: str) -> None:
+        """HookActionGone when the action is no longer open."""
+        await self._call(
+            "record_lifecycle_action_heartbeat",
+            AutoScalingGroupName=group,
+            LifecycleHookName=hook,
+            InstanceId=instance_id,
+            **_token(token),
+        )
+
+    async def complete_lifecycle_action(
+        self, group: str, hook: str, token: str, instance_id: str, result: str
+    ) -> None:
+        """HookActionGone when the action is no longer open."""
+        await self._call(
+            "complete_lifecycle_action",
+            AutoScalingGroupName=group,
+            LifecycleHookName=hook,
+            InstanceId=instance_id,
+            LifecycleActionResult=result,
+            **_token(token),
+        )
+
+    async def terminating_hooks(self, group: str) -> list[str]:
+        """Names of the group's lifecycle hooks on EC2_INSTANCE_TERMINATING."""
+        reply = await self._call("describe_lifecycle_hooks", AutoScalingGroupName=group)
+        return sorted(
+            str(found["LifecycleHookName"])
+            for found in reply.get("LifecycleHooks", [])
+            if found.get("LifecycleTransition") == TERMINATING_TRANSITION
+        )
+
+
+def _token(token: str) -> dict[str, str]:
+    """An empty token (DaemonSet mode: IMDS has none) means "by instance id": leave it out."""
+    return {"LifecycleActionToken": token} if token else {}

@@ -1,0 +1,35 @@
+"""EC2: an instance's DNS name, state and tags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lifecycled.clients.aws.base import ServiceClient
+from lifecycled.errors import NotFoundError
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceInfo:
+    instance_id: str
+    private_dns_name: str | None
+    state: str | None
+    tags: dict[str, str]
+
+
+class Ec2Client(ServiceClient):
+    service = "ec2"
+
+    async def describe_instance(self, instance_id: str) -> InstanceInfo | None:
+        try:
+            reply = await self._call("describe_instances", InstanceIds=[instance_id])
+        except NotFoundError:
+            return None
+        for reservation in reply.get("Reservations", []):
+            for inst in reservation.get("Instances", []):
+                return InstanceInfo(
+                    instance_id=inst["InstanceId"],
+                    private_dns_name=inst.get("PrivateDnsName") or None,
+                    state=inst.get("State", {}).get("Name"),
+                    tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
+                )
+        return None
