@@ -12,6 +12,7 @@ from lifecycled.clients.aws import AwsClients, region_known
 from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
+from lifecycled.execute import executor_for
 from lifecycled.lifecycle import HookFinder, LifecycleHooks
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
@@ -52,7 +53,11 @@ class Service:
             hooks = LifecycleHooks(aws, settings, metrics)
             # A DaemonSet pod only ever hears about its own machine: no tag check there.
             ownership = Ownership(aws, settings) if settings.source == "sqs" else None
-            coordinator = Coordinator(platform, hooks, settings, metrics, ownership=ownership)
+            # A dry run is the executor chosen here: the coordinator decides the same either way.
+            executor = executor_for(settings, platform, hooks, metrics)
+            coordinator = Coordinator(
+                platform, hooks, settings, metrics, ownership=ownership, executor=executor
+            )
             self.coordinator = coordinator
             log.info(
                 "lifecycled starting",

@@ -1,53 +1,55 @@
-"""The coordinator decides; platforms act.
+"""The coordinator: one lock, one loop of facts -> planner -> executor per notice.
 
-One Drain per instance. A notice either opens a drain (its intent recorded on the machine
-before `submit` returns, so the message may then be deleted), merges into the open one,
-ends it as a forced termination, or is recorded and dropped.
+For each instance of a notice it gathers what it knows (seen before? a drain under way?),
+asks `plan.decide` for the next step, gathers a fact the decision needs (`LookUp`) or has
+the step carried out: its own bookkeeping here (the drains it runs, what was seen), writes
+by the executor (`execute.Live`, or `execute.DryRun` for a trial). A drain's intent is on
+the machine before `submit` returns, so the message may then be deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from lifecycled.drain import Drain, utcnow
-from lifecycled.errors import NotFoundError
-from lifecycled.events import default_action
-from lifecycled.events.actions import CHOOSABLE
-from lifecycled.events.model import Action, InstanceId, Notice, NoticeKind
+from lifecycled.execute import Executor, executor_for
 from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.model import Disposition, InstanceId, Notice, NoticeKind
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
-from lifecycled.platforms import Platform, Previewer
+from lifecycled.plan import (
+    NOT_IN_CLUSTER,
+    Cancel,
+    DrainStage,
+    Duplicate,
+    Facts,
+    Forced,
+    LookUp,
+    Merge,
+    Need,
+    NotOurs,
+    Open,
+    Recorded,
+    Release,
+    Rules,
+    Step,
+    decide,
+    ours,
+)
+from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
 
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 # Outcomes of a rebalance drain that a timeout may undo (the node is still cordoned).
 UNDOABLE = frozenset({Outcome.CORDONED, Outcome.DRAINED})
-
-
-def action_table(settings: Settings) -> dict[NoticeKind, Action]:
-    """Each choosable kind's action from `LIFECYCLED_<KIND>_ACTION`."""
-    return {kind: Action(getattr(settings, f"{kind.value}_action")) for kind in CHOOSABLE}
-
-
-class Disposition(enum.StrEnum):
-    OPENED = "opened"
-    MERGED = "merged"
-    DUPLICATE = "duplicate"
-    FORCED = "forced"
-    RECORDED = "recorded"
-    NOT_OURS = "not_ours"
-    CANCELLED = "cancelled"
-    DRY_RUN = "dry_run"
 
 
 class Coordinator:
@@ -59,13 +61,15 @@ class Coordinator:
         metrics: Metrics,
         *,
         ownership: Ownership | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._platform = platform
         self._hooks = hooks
         self._settings = settings
         self._metrics = metrics
         self._ownership = ownership
-        self._actions = action_table(settings)
+        self._executor = executor or executor_for(settings, platform, hooks, metrics)
+        self._rules = Rules.of(settings)
         self._foreign: dict[tuple[str, InstanceId], float] = {}  # judged not ours -> expiry
         self._threatened: set[InstanceId] = set()  # got a notice that the machine goes
         self._timers: set[asyncio.Task[None]] = set()  # rebalance uncordons to come
@@ -98,14 +102,10 @@ class Coordinator:
 
     async def resume(self) -> None:
         for target, record in await self._platform.open_records():
+            if not self._executor.takes_over(target, record):
+                continue
             if record.phase is Phase.DONE and record.outcome in UNDOABLE:
                 self._schedule_uncordon(target, record)
-            if record.phase is Phase.OPEN and self._settings.dry_run:
-                log.info(
-                    "dry run: open drain found on the machine, not resumed",
-                    extra=fields(node=target, instance=record.instance_id, kind=record.kind),
-                )
-                continue
             if record.phase is Phase.OPEN and record.instance_id not in self._drains:
                 log.info(
                     "resuming open drain",
@@ -128,15 +128,80 @@ class Coordinator:
         """A notice counts as seen only once it was handled: its intent is on the machine, or
         it was decided to be nothing to do. A failed first attempt (an API error) raises, and
         its redelivery is a first attempt again, not a duplicate."""
-        if self._known_foreign(notice, instance_id):
-            return Disposition.NOT_OURS
-        if self._is_duplicate(notice, instance_id):
-            self._metrics.duplicates.labels(notice.kind).inc()
-            return Disposition.DUPLICATE
-        disposition = await self._submit_one(notice, instance_id)
-        if disposition is not Disposition.NOT_OURS:  # not ours may be ours later
-            self._mark_seen(notice, instance_id)
-        return disposition
+        facts = Facts(
+            notice,
+            instance_id,
+            seen=self._is_duplicate(notice, instance_id),
+            foreign=self._known_foreign(notice, instance_id),
+        )
+        while True:
+            facts = replace(facts, drain=self._stage(instance_id))  # a drain may end meanwhile
+            step = decide(facts, self._rules)
+            if ours(step):  # remembered as soon as it is ours, even if a later call fails
+                self._note_threat(notice, instance_id)
+            if isinstance(step, LookUp):
+                facts = await self._look_up(facts, step.need)
+                continue
+            disposition = await self._execute(facts, step)
+            if disposition is None:
+                continue  # too late to merge: the drain's work is done
+            if disposition not in (Disposition.NOT_OURS, Disposition.DUPLICATE):
+                self._mark_seen(notice, instance_id)  # not ours may be ours later
+            return disposition
+
+    def _stage(self, instance_id: InstanceId) -> DrainStage:
+        entry = self._drains.get(instance_id)
+        if entry is not None:
+            return DrainStage.WORK_DONE if entry[0].work_done else DrainStage.WORKING
+        return DrainStage.ENDED if instance_id in self._finished else DrainStage.NONE
+
+    async def _look_up(self, facts: Facts, need: Need) -> Facts:
+        facts = replace(facts, looked_up=facts.looked_up | {need})
+        match need:
+            case Need.OWNER:
+                target, why = await self._owner_check(facts.instance_id)
+                return replace(facts, target=target, why_not_ours=why)
+            case Need.TARGET:
+                return replace(facts, target=await self._platform.resolve(facts.instance_id))
+            case Need.HOOK:
+                action = facts.notice.lifecycle
+                info = await self._hooks.info(HookRef.of(action)) if action else None
+                return replace(facts, hook_info=info)
+            case Need.UNDO:
+                return replace(facts, undo=await self._drain_on(facts.instance_id))
+            case Need.DRAIN_END:
+                entry = self._drains.get(facts.instance_id)
+                if entry is not None:
+                    await asyncio.wait([entry[1]])
+                return facts
+
+    async def _execute(self, facts: Facts, step: Step) -> Disposition | None:
+        """Carry the step out; None when the drain it merges into finished its work first."""
+        notice, instance_id = facts.notice, facts.instance_id
+        match step:
+            case Duplicate():
+                self._metrics.duplicates.labels(notice.kind).inc()
+                return Disposition.DUPLICATE
+            case NotOurs(why=why):  # no why: judged so moments ago, nothing more to say
+                return self._not_ours(notice, instance_id, why) if why else Disposition.NOT_OURS
+            case Recorded(why=why):
+                return self._recorded(notice, instance_id, why)
+            case Forced():
+                await self._force_end(instance_id)
+                return Disposition.FORCED
+            case Merge(deadline=deadline, hook=hook):
+                merged = await self._drains[instance_id][0].merge(deadline, hook)
+                return None if merged is None else Disposition.MERGED
+            case Cancel():
+                await self._stop(instance_id)
+                return await self._executor.give_back(notice, step)
+            case Release():
+                return await self._executor.release(notice, step)
+            case Open(target=target, record=record):
+                disposition = await self._executor.open(notice, step)
+                if disposition is Disposition.OPENED:
+                    self._start(target, record)
+                return disposition
 
     async def _complete_launch(self, notice: Notice, instance_id: InstanceId) -> Disposition:
         if notice.lifecycle is None:
@@ -146,108 +211,10 @@ class Coordinator:
         why = await self._ownership.why_not_ours(instance_id) if self._ownership else None
         if why is not None:
             return self._not_ours(notice, instance_id, why)
-        hook = HookRef.of(notice.lifecycle)
-        if self._settings.dry_run:
-            return self._hook_left_alone(notice, instance_id, hook, "launch")
-        loop = asyncio.get_running_loop()
-        end = loop.time() + self._settings.launch_ready_timeout_seconds
-        while loop.time() < end:
-            target = await self._platform.resolve(instance_id)
-            if target is not None and await self._platform.ready(target):
-                await self._hooks.complete(hook, instance_id, "CONTINUE")
-                self._metrics.launch_hooks.labels("CONTINUE").inc()
-                return Disposition.RECORDED
-            await asyncio.sleep(self._settings.drain_poll_seconds)
-        log.error(
-            "instance did not become ready in time; abandoning its launch",
-            extra=fields(
-                instance=instance_id,
-                hook=hook.name,
-                seconds=self._settings.launch_ready_timeout_seconds,
-            ),
-        )
-        await self._hooks.complete(hook, instance_id, "ABANDON")
-        self._metrics.launch_hooks.labels("ABANDON").inc()
-        return Disposition.RECORDED
+        return await self._executor.launch(notice, instance_id, HookRef.of(notice.lifecycle))
 
     def _lock(self, instance_id: InstanceId) -> asyncio.Lock:
         return self._locks.setdefault(instance_id, asyncio.Lock())
-
-    async def _submit_one(self, notice: Notice, instance_id: InstanceId) -> Disposition:
-        target: str | None = None
-        if instance_id not in self._drains and instance_id not in self._finished:
-            # Ours only if tagged as ours (when a tag is required) and on our platform.
-            target, why = await self._owner_check(instance_id)
-            if why is not None:
-                return self._not_ours(notice, instance_id, why)
-        self._note_threat(notice, instance_id)
-        if notice.cancelled:
-            return await self._cancel(notice, instance_id)
-        open_drain = self._drains.get(instance_id)
-        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE and notice.state in GONE_STATES:
-            if open_drain is not None and not open_drain[0].work_done:
-                await self._force_end(instance_id)
-                return Disposition.FORCED
-            if open_drain is not None or instance_id in self._finished:
-                return self._recorded(notice, instance_id, "instance went after its drain")
-        action = default_action(notice, actions=self._actions)
-        hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
-        if action not in (Action.DRAIN, Action.CORDON):
-            if hook is None:
-                return self._recorded(notice, instance_id, f"action {action}")
-            # Never leave a hook to time out silently: a drain under way holds and releases
-            # it; otherwise it is released at once.
-            if open_drain is not None and await open_drain[0].merge(None, hook) is not None:
-                return Disposition.MERGED
-            return await self._release_without_drain(notice, instance_id, hook, action)
-        if open_drain is not None:
-            if await open_drain[0].merge(notice.deadline, hook) is not None:
-                return Disposition.MERGED
-            await asyncio.wait([open_drain[1]])  # it is finishing; this notice opens a new one
-        target = target or await self._platform.resolve(instance_id)
-        if target is None:
-            return self._not_ours(notice, instance_id, "instance is not in this cluster")
-        record = DrainRecord(
-            instance_id=instance_id,
-            kind=notice.kind,
-            action=action,
-            event_id=notice.event_id,
-            event_time=notice.event_time,
-            deadline=await self._deadline(notice, hook),
-            hook=hook,
-        )
-        if self._settings.dry_run:
-            return await self._dry_run(target, record)
-        try:
-            await self._platform.write_record(target, record, cordon=True)
-        except NotFoundError:
-            return await self._target_gone(notice, target, record)
-        since_event = (utcnow() - notice.event_time).total_seconds()
-        self._metrics.notice_to_cordon.observe(max(0.0, since_event))
-        log.info(
-            "node cordoned",
-            extra=fields(
-                node=target,
-                instance=instance_id,
-                kind=notice.kind,
-                action=action,
-                deadline=record.deadline.isoformat(),
-                seconds=round(since_event, 3),
-            ),
-        )
-        self._start(target, record)
-        return Disposition.OPENED
-
-    async def _target_gone(self, notice: Notice, target: str, record: DrainRecord) -> Disposition:
-        """The node (container instance) went between resolving and cordoning: nothing left
-        to drain. Its hook is released at once rather than left to time out."""
-        log.info(
-            "target already gone; nothing to drain",
-            extra=fields(node=target, instance=record.instance_id, kind=notice.kind),
-        )
-        if record.hook is not None:
-            await self._hooks.complete(record.hook, record.instance_id, "CONTINUE")
-        return Disposition.RECORDED
 
     async def _owner_check(self, instance_id: InstanceId) -> tuple[str | None, str | None]:
         """(target, None) when the instance is ours, else (None, why not)."""
@@ -257,8 +224,18 @@ class Coordinator:
                 return None, why
         target = await self._platform.resolve(instance_id)
         if target is None:
-            return None, "instance is not in this cluster"
+            return None, NOT_IN_CLUSTER
         return target, None
+
+    async def _drain_on(self, instance_id: InstanceId) -> tuple[str, DrainRecord] | None:
+        """The drain on this instance: the one under way, else the record on the machine."""
+        entry = self._drains.get(instance_id)
+        if entry is not None:
+            return entry[0].target, entry[0].record
+        # A drain for a change days away is over long before AWS cancels the change; the
+        # record on the node says what we did.
+        records = await self._platform.open_records()
+        return next(((t, r) for t, r in records if r.instance_id == instance_id), None)
 
     def _not_ours(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
         self._metrics.unknown_instances.labels(notice.kind).inc()
@@ -303,75 +280,7 @@ class Coordinator:
         )
         return Disposition.RECORDED
 
-    async def _release_without_drain(
-        self, notice: Notice, instance_id: InstanceId, hook: HookRef, action: Action
-    ) -> Disposition:
-        """A hooked notice whose action is `none`: complete the hook at once, drain nothing."""
-        if self._settings.dry_run:
-            return self._hook_left_alone(notice, instance_id, hook, str(action))
-        await self._hooks.complete(hook, instance_id, "CONTINUE")
-        log.info(
-            "lifecycle hook completed without a drain",
-            extra=fields(instance=instance_id, kind=notice.kind, action=action, hook=hook.name),
-        )
-        return Disposition.RECORDED
-
-    # --- dry run ----------------------------------------------------------------------------
-
-    async def _dry_run(self, target: str, record: DrainRecord) -> Disposition:
-        """Everything a live run would do, logged and counted; nothing done."""
-        self._metrics.dry_run_actions.labels(record.kind, record.action).inc()
-        plan: object = None
-        if record.action is Action.DRAIN and isinstance(self._platform, Previewer):
-            plan = await self._platform.preview(target, record)
-        log.info(
-            "dry run: would %s",
-            record.action,
-            extra=fields(
-                node=target,
-                instance=record.instance_id,
-                kind=record.kind,
-                action=record.action,
-                deadline=record.deadline.isoformat(),
-                hook=record.hook.name if record.hook else None,
-                plan=plan,
-            ),
-        )
-        if record.hook is not None:
-            info = await self._hooks.info(record.hook)
-            log.info(
-                "dry run: lifecycle hook left to its default result",
-                extra=fields(
-                    instance=record.instance_id,
-                    hook=record.hook.name,
-                    default_result=info.default_result,
-                    heartbeat_timeout=info.heartbeat_timeout,
-                ),
-            )
-        return Disposition.DRY_RUN
-
-    def _hook_left_alone(
-        self, notice: Notice, instance_id: InstanceId, hook: HookRef, would: str
-    ) -> Disposition:
-        self._metrics.dry_run_actions.labels(notice.kind, "complete-hook").inc()
-        log.info(
-            "dry run: lifecycle hook left to its default result",
-            extra=fields(instance=instance_id, kind=notice.kind, hook=hook.name, action=would),
-        )
-        return Disposition.DRY_RUN
-
-    async def _deadline(self, notice: Notice, hook: HookRef | None) -> datetime:
-        hold = timedelta(seconds=self._settings.lifecycle_max_hold_seconds)
-        if hook is not None:
-            info = await self._hooks.info(hook)
-            # Never hold past the hook's global timeout: AWS would apply its default result.
-            hold = min(hold, timedelta(seconds=info.global_timeout))
-            return notice.event_time + hold
-        if notice.deadline is not None:
-            return notice.deadline
-        if notice.kind is NoticeKind.INSTANCE_STATE_CHANGE:
-            return notice.event_time + timedelta(seconds=self._settings.spot_notice_seconds)
-        return notice.event_time + hold
+    # --- the drains this coordinator runs --------------------------------------------------
 
     def _start(self, target: str, record: DrainRecord) -> None:
         assert self._tg is not None, "Coordinator.running() is not entered"
@@ -405,68 +314,27 @@ class Coordinator:
                 del self._drains[instance_id]
                 self._finished[instance_id] = time.monotonic()
 
-    # --- cancelled scheduled changes ------------------------------------------------------
-
-    async def _cancel(self, notice: Notice, instance_id: InstanceId) -> Disposition:
-        """AWS cancelled a scheduled change (or it is over): end its drain, give the node back."""
-        found = await self._scheduled_drain(notice, instance_id)
-        if found is None:
-            return self._recorded(notice, instance_id, "no drain of this change to undo")
-        target, record = found
-        if self._settings.dry_run:
-            self._metrics.dry_run_actions.labels(record.kind, "uncordon").inc()
-            log.info(
-                "dry run: would give the node back (scheduled change cancelled)",
-                extra=fields(node=target, instance=instance_id, event_id=notice.event_id),
-            )
-            return Disposition.DRY_RUN
+    async def _stop(self, instance_id: InstanceId) -> Drain | None:
+        """Cancel the drain under way, if any, and wait until it stopped."""
         entry = self._drains.pop(instance_id, None)
-        if entry is not None:
-            entry[1].cancel()
-            await asyncio.wait([entry[1]])
-            self._finished[instance_id] = time.monotonic()
-        await self._platform.uncordon(target, record.closed(Outcome.CANCELLED))
-        self._metrics.drains_cancelled.labels(record.kind).inc()
-        log.info(
-            "scheduled change cancelled; node uncordoned",
-            extra=fields(node=target, instance=instance_id, event_id=notice.event_id),
-        )
-        return Disposition.CANCELLED
-
-    async def _scheduled_drain(
-        self, notice: Notice, instance_id: InstanceId
-    ) -> tuple[str, DrainRecord] | None:
-        """The drain this cancellation undoes: open, or closed but still holding the node."""
-        entry = self._drains.get(instance_id)
-        if entry is not None:
-            found: tuple[str, DrainRecord] | None = (entry[0].target, entry[0].record)
-        else:
-            # A drain for a change days away is over long before AWS cancels the change; the
-            # record on the node says what we did.
-            records = await self._platform.open_records()
-            found = next(((t, r) for t, r in records if r.instance_id == instance_id), None)
-        if found is None:
+        if entry is None:
             return None
-        record = found[1]
-        # A different window, or a tighter notice (a Spot warning) merged in: not ours to undo.
-        same_window = notice.deadline is None or record.deadline == notice.deadline
-        undoable = record.outcome not in (Outcome.CANCELLED, Outcome.FORCED)
-        if record.kind is NoticeKind.SCHEDULED_CHANGE and same_window and undoable:
-            return found
-        return None
-
-    async def _force_end(self, instance_id: InstanceId) -> None:
-        drain, task = self._drains.pop(instance_id)
+        drain, task = entry
         task.cancel()
         await asyncio.wait([task])
         self._finished[instance_id] = time.monotonic()
-        await drain.end_forced()
+        return drain
+
+    async def _force_end(self, instance_id: InstanceId) -> None:
+        drain = await self._stop(instance_id)
+        if drain is not None:
+            await drain.end_forced()
 
     # --- rebalance recommendations that never became interruptions -------------------------
 
     def _schedule_uncordon(self, target: str, record: DrainRecord) -> None:
         after = self._settings.rebalance_uncordon_after_seconds
-        if after is None or self._settings.dry_run or self._tg is None:
+        if after is None or self._tg is None:
             return
         if record.kind is not NoticeKind.REBALANCE_RECOMMENDATION:
             return

@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from lifecycled.errors import LifecycledError, NotFoundError, PermanentError, TemporaryError
-from lifecycled.events.model import Action
 from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.model import Action
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome

@@ -34,11 +34,7 @@ from typing import BinaryIO
 
 from lifecycled.events import (
     MAX_BODY_BYTES,
-    Action,
     Ignored,
-    LifecycleAction,
-    Notice,
-    NoticeKind,
     Rejected,
     check_scope,
     default_action,
@@ -46,6 +42,7 @@ from lifecycled.events import (
 )
 from lifecycled.events.actions import CHOOSABLE
 from lifecycled.events.times import format_time
+from lifecycled.model import Action, LifecycleAction, Notice, NoticeKind
 
 EXIT_PARSED = 0
 EXIT_UNREADABLE = 1

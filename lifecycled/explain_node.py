@@ -1,14 +1,16 @@
 """`lifecycled explain --node NAME [FILE]`: what a live run would do to one node.
 
-Reads the cluster (and EC2 tags, when ownership is by tag) with the service's own settings
-(`LIFECYCLED_*`, `KUBECONFIG`, botocore's chain); writes nothing. Prints one JSON line:
+Reads the cluster (and EC2 tags, when ownership is by tag; the lifecycle hook, when the
+message has one) with the service's own settings (`LIFECYCLED_*`, `KUBECONFIG`, botocore's
+chain); writes nothing. The action and deadline are the service's own planner's
+(`lifecycled.plan`), so they are what a live run would record. Prints one JSON line:
 
     {"node", "instance_id", "ours", "why_not_ours", "notice" (the plain explain object, or
      null), "action", "deadline", "hook", "pods": [{"pod", "do", "why"}]}
 
 `do` is `evict`, `wait` (a job waited for; or already terminating), `requeue` (a
-non-idempotent job stopped and requeued once) or `skip` (with the reason). Without FILE the
-drain is assumed to be a Spot warning's (deadline `--deadline-seconds`, default
+non-idempotent job stopped and requeued once) or `skip` (with the reason). Without FILE a
+Spot warning is assumed (deadline `--deadline-seconds`, default
 `LIFECYCLED_SPOT_NOTICE_SECONDS`, from now). Exit 0; 1 when the node cannot be read or the
 settings are invalid; 2 when the message is rejected.
 """
@@ -22,20 +24,15 @@ from datetime import UTC, datetime, timedelta
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import KubeClient
-from lifecycled.coordinator import action_table
 from lifecycled.errors import ConfigError, LifecycledError
-from lifecycled.events import (
-    Action,
-    InstanceId,
-    Notice,
-    NoticeKind,
-    default_action,
-    parse_message,
-)
+from lifecycled.events import parse_message
 from lifecycled.events.times import format_time
 from lifecycled.explain import EXIT_PARSED, EXIT_UNREADABLE, explain
+from lifecycled.lifecycle import LifecycleHooks
+from lifecycled.model import Action, InstanceId, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.ownership import Ownership
+from lifecycled.plan import Facts, Need, Open, Rules, action_table, decide
 from lifecycled.platforms.kubernetes import KubernetesPlatform, instance_id_of
 from lifecycled.record import DrainRecord, HookRef
 from lifecycled.settings import Settings, load_settings
@@ -85,18 +82,18 @@ async def explain_node(
 ) -> dict[str, object]:
     metrics = Metrics()
     async with (
-        AwsClients.open(settings, metrics, ("ec2",)) as aws,
+        AwsClients.open(settings, metrics, ("ec2", "autoscaling")) as aws,
         KubeClient.open(metrics, settings.api_timeout_seconds, settings.retry_delays) as kube,
     ):
         current = await kube.get_node(node)
         instance = instance_id_of(current)
         platform = KubernetesPlatform(kube, aws, settings, metrics)
         why = await _why_not_ours(node, instance, settings, aws, kube)
-        record = (
-            _record(node, instance, notice, settings, deadline_seconds)
-            if notice is not None or assume_spot
-            else None
-        )
+        instance_id = InstanceId(instance or node)
+        if notice is None and assume_spot:
+            notice = _spot_warning(instance_id, settings, deadline_seconds)
+        hooks = LifecycleHooks(aws, settings, metrics)
+        record = await _would_open(node, instance_id, notice, settings, hooks) if notice else None
         result: dict[str, object] = {
             "node": node,
             "instance_id": instance,
@@ -128,40 +125,30 @@ async def _why_not_ours(
     return await ownership.why_not_ours(InstanceId(instance))
 
 
-def _record(
-    node: str,
-    instance: str | None,
-    notice: Notice | None,
-    settings: Settings,
-    deadline_seconds: float | None,
-) -> DrainRecord | None:
+def _spot_warning(
+    instance_id: InstanceId, settings: Settings, deadline_seconds: float | None
+) -> Notice:
+    """The notice assumed without a message: a Spot warning, now."""
     now = datetime.now(UTC)
-    instance_id = InstanceId(instance or node)
-    if notice is None:
-        seconds = deadline_seconds if deadline_seconds is not None else settings.spot_notice_seconds
-        return DrainRecord(
-            instance_id,
-            NoticeKind.SPOT_INTERRUPTION,
-            Action.DRAIN,
-            "explain",
-            now,
-            now + timedelta(seconds=seconds),
-        )
-    action = default_action(notice, actions=action_table(settings))
-    if action not in (Action.DRAIN, Action.CORDON):
-        return None
-    hook = HookRef.of(notice.lifecycle) if notice.lifecycle else None
-    if hook is not None:
-        deadline = notice.event_time + timedelta(seconds=settings.lifecycle_max_hold_seconds)
-    elif notice.deadline is not None:
-        deadline = notice.deadline
-    elif notice.kind is NoticeKind.INSTANCE_STATE_CHANGE:
-        deadline = notice.event_time + timedelta(seconds=settings.spot_notice_seconds)
-    else:
-        deadline = notice.event_time + timedelta(seconds=settings.lifecycle_max_hold_seconds)
-    return DrainRecord(
-        instance_id, notice.kind, action, notice.event_id, notice.event_time, deadline, hook
+    seconds = deadline_seconds if deadline_seconds is not None else settings.spot_notice_seconds
+    return Notice(
+        kind=NoticeKind.SPOT_INTERRUPTION,
+        instance_ids=(instance_id,),
+        event_id="explain",
+        event_time=now,
+        deadline=now + timedelta(seconds=seconds),
     )
+
+
+async def _would_open(
+    node: str, instance_id: InstanceId, notice: Notice, settings: Settings, hooks: LifecycleHooks
+) -> DrainRecord | None:
+    """The drain the service would open for `notice`, by the service's own planner: no drain
+    known, ownership judged apart (`ours`), no earlier drain to undo."""
+    hook = await hooks.info(HookRef.of(notice.lifecycle)) if notice.lifecycle else None
+    facts = Facts(notice, instance_id, looked_up=frozenset(Need), target=node, hook_info=hook)
+    step = decide(facts, Rules.of(settings))
+    return step.record if isinstance(step, Open) else None
 
 
 def _hook_line(record: DrainRecord, settings: Settings) -> str | None:

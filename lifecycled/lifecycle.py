@@ -12,7 +12,7 @@ from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.autoscaling import HookActionGone, HookInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.asg import TERMINATING
-from lifecycled.events.model import LifecycleAction
+from lifecycled.model import LifecycleAction
 from lifecycled.observe import Metrics, fields
 from lifecycled.record import HookRef
 from lifecycled.retry import retry

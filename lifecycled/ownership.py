@@ -11,7 +11,7 @@ import time
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.ec2 import InstanceInfo
-from lifecycled.events.model import InstanceId
+from lifecycled.model import InstanceId
 from lifecycled.settings import Settings
 
 EKS_CLUSTER_TAG = "aws:eks:cluster-name"

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from lifecycled.events.model import Action, InstanceId, LifecycleAction, NoticeKind
+from lifecycled.model import Action, InstanceId, LifecycleAction, NoticeKind
 
 PREFIX = "lifecycled.io/"
 RECORD_ANNOTATION = PREFIX + "drain"

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lifecycled.events.model import Action, Notice, NoticeKind
-
-DRAIN_STATES = frozenset({"stopping", "shutting-down"})
-# The machine is already gone: draining is moot, but a drain still open is a *forced
-# termination* worth recording. `stopped` is treated like `terminated`.
-GONE_STATES = frozenset({"stopped", "terminated"})
+from lifecycled.model import DOWN_STATES, GOING_STATES, Action, Notice, NoticeKind
 
 # The defaults (the table in docs/configuration.md), for the kinds whose action an operator
 # may choose.
@@ -54,8 +49,8 @@ def default_action(
 
 
 def _state_action(state: str | None, drain_action: Action) -> Action:
-    if state in DRAIN_STATES:
+    if state in GOING_STATES:
         return drain_action
-    if state in GONE_STATES:
+    if state in DOWN_STATES:
         return Action.RECORD
     return Action.NONE

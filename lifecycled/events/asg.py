@@ -23,15 +23,8 @@ from lifecycled.events.fields import (
     req_str,
     req_time,
 )
-from lifecycled.events.model import (
-    Ignored,
-    IgnoreReason,
-    InstanceId,
-    LifecycleAction,
-    Notice,
-    NoticeKind,
-    RejectReason,
-)
+from lifecycled.events.result import Ignored, IgnoreReason, RejectReason
+from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 
 SERVICE = "AWS Auto Scaling"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"

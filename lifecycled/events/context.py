@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from lifecycled.events.model import Ignored, IgnoreReason, InstanceId, NoticeKind
+from lifecycled.events.result import Ignored, IgnoreReason
+from lifecycled.model import InstanceId, NoticeKind
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import json
 import re
 from itertools import accumulate
 
-from lifecycled.events.model import Rejected, RejectReason
+from lifecycled.events.result import Rejected, RejectReason
 
 # The SQS maximum message size: 1 MiB (1,048,576 bytes) since AWS raised it from 256 KiB
 # in 2025. Anything larger cannot have come from SQS.

@@ -24,14 +24,8 @@ from lifecycled.events.fields import (
     req_str,
     req_time,
 )
-from lifecycled.events.model import (
-    Ignored,
-    IgnoreReason,
-    InstanceId,
-    Notice,
-    NoticeKind,
-    RejectReason,
-)
+from lifecycled.events.result import Ignored, IgnoreReason, RejectReason
+from lifecycled.model import InstanceId, Notice, NoticeKind
 
 SPOT_WARNING_LEAD = timedelta(seconds=120)
 HANDLED_STATES = frozenset({"stopping", "shutting-down", "stopped", "terminated"})

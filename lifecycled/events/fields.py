@@ -9,8 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from lifecycled.events.decode import JsonObject
-from lifecycled.events.model import INSTANCE_ID_RE, InstanceId, Rejected, RejectReason
+from lifecycled.events.result import Rejected, RejectReason
 from lifecycled.events.times import parse_time
+from lifecycled.model import INSTANCE_ID_RE, InstanceId
 
 # Names, tokens and ids are short in practice (ASG and hook names: 255 characters).
 MAX_FIELD_CHARS = 512

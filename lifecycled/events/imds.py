@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from lifecycled.events.fields import Reject, clip, opt_str, req_str, req_time
-from lifecycled.events.model import InstanceId, LifecycleAction, Notice, NoticeKind, RejectReason
+from lifecycled.events.result import RejectReason
 from lifecycled.events.times import format_time
+from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 
 ENDED_STATES = frozenset({"canceled", "cancelled", "completed"})
 

@@ -9,7 +9,8 @@ from lifecycled.events import asg, eventbridge, sns
 from lifecycled.events.context import NO_ENVELOPE, Envelope
 from lifecycled.events.decode import JsonObject, decode_json
 from lifecycled.events.fields import Reject
-from lifecycled.events.model import Ignored, Notice, Rejected, RejectReason
+from lifecycled.events.result import Ignored, Rejected, RejectReason
+from lifecycled.model import Notice
 
 
 def parse_message(body: str | bytes) -> Notice | Ignored | Rejected:

@@ -12,7 +12,8 @@ refused.
 from __future__ import annotations
 
 from lifecycled.events.fields import clip
-from lifecycled.events.model import Notice, Rejected, RejectReason
+from lifecycled.events.result import Rejected, RejectReason
+from lifecycled.model import Notice
 
 
 def check_scope(

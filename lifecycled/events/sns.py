@@ -10,7 +10,7 @@ from __future__ import annotations
 from lifecycled.events.context import Envelope
 from lifecycled.events.decode import JsonObject, decode_json
 from lifecycled.events.fields import Reject, arn_region_account, clip, opt_str
-from lifecycled.events.model import Rejected, RejectReason
+from lifecycled.events.result import Rejected, RejectReason
 
 NOTIFICATION = "Notification"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from lifecycled.events.model import InstanceId
+from lifecycled.model import InstanceId
 from lifecycled.record import DrainRecord
 
 

@@ -23,7 +23,7 @@ from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.elbv2 import LbTarget, TargetGroupInfo
 from lifecycled.clients.kube import JsonDict, KubeClient
 from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
-from lifecycled.events.model import Action
+from lifecycled.model import Action
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.targets import Cache, TargetGroups, wait_gone

@@ -16,8 +16,8 @@ from functools import partial
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
 from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
-from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, decide
+from lifecycled.model import InstanceId
 from lifecycled.observe import EventRecorder, Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer

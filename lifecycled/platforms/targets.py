@@ -21,7 +21,7 @@ from lifecycled.clients.aws.elbv2 import InvalidTargetError, LbTarget
 K = TypeVar("K")
 V = TypeVar("V")
 
-GONE_STATES = frozenset({"unused"})  # `unused` + Target.NotRegistered: out of the group
+OUT_OF_GROUP_STATES = frozenset({"unused"})  # `unused` + Target.NotRegistered: out of the group
 
 
 class WaitOutcome(enum.StrEnum):
@@ -64,7 +64,7 @@ class TargetGroups:
 
     async def gone(self, group: str, targets: list[LbTarget]) -> bool:
         states = await self._aws.elbv2.target_states(group, targets)
-        return all(states.get(t, "unused") in GONE_STATES for t in targets)
+        return all(states.get(t, "unused") in OUT_OF_GROUP_STATES for t in targets)
 
     async def delay(self, group: str) -> float:
         cached = self._delays.get(group)

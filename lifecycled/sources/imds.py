@@ -36,8 +36,9 @@ from lifecycled.events.imds import (
     spot_notice,
     terminate_notice,
 )
-from lifecycled.events.model import Notice, Rejected
+from lifecycled.events.result import Rejected
 from lifecycled.lifecycle import GROUP_TAG, HookFinder
+from lifecycled.model import Notice
 from lifecycled.observe import Metrics, fields
 from lifecycled.retry import retry
 from lifecycled.settings import Settings

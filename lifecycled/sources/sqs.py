@@ -23,10 +23,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from lifecycled.batch import Batcher
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.sqs import QueueMessage
-from lifecycled.coordinator import Disposition
 from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
 from lifecycled.events import check_scope, parse_message
-from lifecycled.events.model import Ignored, Notice, Rejected
+from lifecycled.events.result import Ignored, Rejected
+from lifecycled.model import Disposition, Notice
 from lifecycled.observe import Metrics, fields
 from lifecycled.settings import Settings
 

@@ -7,17 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from lifecycled.events import (
-    Action,
     Ignored,
     IgnoreReason,
-    LifecycleAction,
-    Notice,
-    NoticeKind,
     Rejected,
     RejectReason,
     default_action,
     parse_message,
 )
+from lifecycled.model import Action, LifecycleAction, Notice, NoticeKind
 from tests.events.conftest import FIXTURES, dumps, fixture_bytes, fixture_obj
 
 

@@ -14,11 +14,11 @@ from lifecycled.events import (
     MAX_BODY_BYTES,
     MAX_DEPTH,
     Ignored,
-    Notice,
     Rejected,
     RejectReason,
     parse_message,
 )
+from lifecycled.model import Notice
 from tests.events.conftest import FIXTURES, dumps, fixture_obj
 
 R = RejectReason

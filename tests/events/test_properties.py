@@ -12,7 +12,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lifecycled.events import INSTANCE_ID_RE, Ignored, Notice, Rejected, parse_message
+from lifecycled.events import Ignored, Rejected, parse_message
+from lifecycled.model import INSTANCE_ID_RE, Notice
 from tests.events.conftest import FIXTURES
 
 FIXTURE_OBJS = [json.loads(p.read_bytes()) for p in sorted(FIXTURES.glob("*.json"))]

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from lifecycled.events import Notice, Rejected, RejectReason, check_scope, parse_message
+from lifecycled.events import Rejected, RejectReason, check_scope, parse_message
+from lifecycled.model import Notice
 from tests.events.conftest import fixture_bytes
 
 NONE: frozenset[str] = frozenset()

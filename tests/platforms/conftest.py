@@ -14,7 +14,7 @@ import pytest
 
 from devstack.aws import AwsStack
 from lifecycled.clients.aws import AwsClients
-from lifecycled.events.model import Action, InstanceId, NoticeKind
+from lifecycled.model import Action, InstanceId, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.ecs import EcsPlatform
 from lifecycled.record import DrainRecord

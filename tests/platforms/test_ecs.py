@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.aws import AwsStack
-from lifecycled.events.model import InstanceId, NoticeKind
 from lifecycled.jobs import IDEMPOTENT_ANNOTATION, REQUEUE_ANNOTATION
+from lifecycled.model import InstanceId, NoticeKind
 from lifecycled.platforms.ecs import split_target
 from lifecycled.platforms.ecs.codec import (
     record_attributes,

@@ -17,7 +17,7 @@ from devstack.kube import KubeApiServer
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.elbv2 import LbTarget
 from lifecycled.clients.kube import KubeClient
-from lifecycled.events.model import Action
+from lifecycled.model import Action
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kube_lb import (
     DEREGISTERED_ANNOTATION,

@@ -10,6 +10,7 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +414,61 @@ async def test_explain_node_says_what_a_drain_would_do(
     evicted = [p for p in obj["pods"] if p["do"] == "evict"]
     assert len(evicted) == len(evictable(await pods_on(stack.api, node)))
     assert not [r for r in stack.kube.requests if r.verb in MUTATING_VERBS]
+
+
+def peek_hook_message(stack: Stack, instance_id: str) -> bytes:
+    """The terminate hook's message for `instance_id`, left on the queue for the service."""
+    sqs = stack.aws.boto3_client("sqs")
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        for message in sqs.receive_message(
+            QueueUrl=stack.queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
+            sqs.change_message_visibility(
+                QueueUrl=stack.queue.url,
+                ReceiptHandle=message["ReceiptHandle"],
+                VisibilityTimeout=0,
+            )
+            body = str(message["Body"])
+            if instance_id in body and "terminate Lifecycle Action" in body:
+                return body.encode()
+    raise AssertionError(f"no lifecycle message for {instance_id}")
+
+
+async def test_explain_node_and_the_service_hold_a_hook_no_longer_than_its_timeout(
+    stack: Stack, service_for, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stack's hook beats every 300 s: its global timeout is 100 x 300 s, under max hold.
+    hold, global_timeout = 40000, 30000
+    monkeypatch.setenv("LIFECYCLED_LIFECYCLE_MAX_HOLD_SECONDS", str(hold))
+    machine = stack.machines[1]
+    node = stack.node_of[machine.instance_id]
+    stack.aws.scale_in(stack.group, machine.instance_id)
+    body = await asyncio.to_thread(peek_hook_message, stack, machine.instance_id)
+    code = await asyncio.to_thread(main_node, node, body)
+    explained = json.loads(capsys.readouterr().out)
+    assert code == 0 and explained["action"] == "drain"
+
+    async with service_for(lifecycle_max_hold_seconds=hold) as service:
+
+        async def drained() -> bool:
+            return (
+                metric(
+                    service,
+                    "lifecycled_drain_duration_seconds_count",
+                    kind=TERMINATE,
+                    outcome="drained",
+                )
+                == 1
+            )
+
+        await eventually(drained, within=60)
+    node_obj = await read_node(stack, machine.instance_id)
+    recorded = json.loads(node_obj.metadata.annotations[RECORD_ANNOTATION])["deadline"]
+    event_time = datetime.fromisoformat(explained["notice"]["event_time"])
+    expected = event_time + timedelta(seconds=global_timeout)
+    assert datetime.fromisoformat(explained["deadline"]) == expected
+    assert datetime.fromisoformat(recorded) == expected
 
 
 async def test_nodes_outside_the_selector_are_not_ours(stack: Stack, service_for) -> None:

@@ -17,8 +17,8 @@ from lifecycled.clients.aws.ec2 import InstanceInfo
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.fields import Reject
 from lifecycled.events.imds import Identity, maintenance_time, scheduled_notices, spot_notice
-from lifecycled.events.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.lifecycle import HookFinder
+from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.kubernetes import is_skipped
 from lifecycled.settings import Settings

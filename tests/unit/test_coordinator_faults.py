@@ -7,9 +7,8 @@ import asyncio
 
 import pytest
 
-from lifecycled.coordinator import Disposition
 from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
-from lifecycled.events.model import NoticeKind
+from lifecycled.model import Disposition, NoticeKind
 from lifecycled.platforms import DrainState
 from lifecycled.record import DrainRecord, Outcome, Phase
 from tests.unit.test_coordinator_controls import HOOK, Hooks, Platform, coordinator, notice

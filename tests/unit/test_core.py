@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lifecycled.errors import ConfigError, PermanentError, TemporaryError
-from lifecycled.events.model import Action, InstanceId, NoticeKind
+from lifecycled.model import Action, InstanceId, NoticeKind
 from lifecycled.platforms.kubernetes import instance_id_of, is_skipped, with_taint
 from lifecycled.record import DRAINING_TAINT, DrainRecord, HookRef, Outcome, Phase
 from lifecycled.retry import retry

@@ -7,13 +7,14 @@ from typing import Any
 import pytest
 
 from lifecycled import cli
-from lifecycled.coordinator import Disposition, action_table
 from lifecycled.errors import ConfigError
-from lifecycled.events import Action, Notice, NoticeKind, default_action, parse_message
+from lifecycled.events import default_action, parse_message
 from lifecycled.explain import actions_from_env, explain
 from lifecycled.jobs import IDEMPOTENT_ANNOTATION, JOB_ANNOTATION
+from lifecycled.model import Action, Disposition, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.ownership import has_owner_tag, tag_rule
+from lifecycled.plan import action_table
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.settings import load_settings

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lifecycled.errors import PermanentError, TemporaryError
-from lifecycled.events.model import Action, InstanceId, NoticeKind
+from lifecycled.model import Action, InstanceId, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms.vacate import Items, Step, vacate_loop
 from lifecycled.record import DrainRecord

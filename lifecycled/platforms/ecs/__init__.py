@@ -12,8 +12,8 @@ from functools import partial
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.ecs import EcsTask
-from lifecycled.events.model import InstanceId
 from lifecycled.jobs import Decision, Workload, decide
+from lifecycled.model import InstanceId
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.ecs.codec import (

@@ -15,8 +15,8 @@ import string
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from lifecycled.events.model import Action, InstanceId, NoticeKind
 from lifecycled.jobs import RequeueRecord
+from lifecycled.model import Action, InstanceId, NoticeKind
 from lifecycled.record import RECORD_ANNOTATION, DrainRecord, HookRef, Outcome, Phase
 
 SAFE = frozenset(string.ascii_letters + string.digits + "-_.:")

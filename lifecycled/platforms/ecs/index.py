@@ -7,7 +7,7 @@ import time
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.aws.ecs import ContainerInstanceInfo
-from lifecycled.events.model import InstanceId
+from lifecycled.model import InstanceId
 
 MIN_RELIST_SECONDS = 1.0
 TARGET_SEP = "|"

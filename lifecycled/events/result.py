@@ -1,40 +1,17 @@
 """The typed result of parsing one message: a Notice, an Ignored or a Rejected.
 
 Every source (SQS, instance metadata) produces these; nothing downstream knows where a
-notice came from. Parsing is pure: no I/O, no clock reads except where passed in.
+notice came from. Parsing is pure: no I/O, no clock reads except where passed in. `Notice`
+itself is vocabulary (`lifecycled.model`); the other two never get past a source.
 """
 
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NewType
 
-InstanceId = NewType("InstanceId", str)
-
-INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-
-
-class NoticeKind(enum.StrEnum):
-    SPOT_INTERRUPTION = "spot_interruption"
-    REBALANCE_RECOMMENDATION = "rebalance_recommendation"
-    SCHEDULED_CHANGE = "scheduled_change"
-    INSTANCE_STATE_CHANGE = "instance_state_change"
-    LIFECYCLE_TERMINATE = "lifecycle_terminate"
-    LIFECYCLE_LAUNCH = "lifecycle_launch"
-    TEST_NOTIFICATION = "test_notification"
-
-
-class Action(enum.StrEnum):
-    """What the service does about a notice (`events.default_action` picks it per kind)."""
-
-    DRAIN = "drain"
-    CORDON = "cordon"
-    COMPLETE_HOOK = "complete-hook"
-    RECORD = "record"
-    NONE = "none"
+from lifecycled.model import InstanceId, Notice, NoticeKind
 
 
 class RejectReason(enum.StrEnum):
@@ -64,28 +41,6 @@ class IgnoreReason(enum.StrEnum):
     UNHANDLED_HEALTH_EVENT = "unhandled_health_event"
     UNHANDLED_STATE = "unhandled_state"
     UNHANDLED_TRANSITION = "unhandled_transition"
-
-
-@dataclass(frozen=True, slots=True)
-class LifecycleAction:
-    hook_name: str
-    group_name: str
-    token: str
-    transition: str  # "autoscaling:EC2_INSTANCE_TERMINATING" | "autoscaling:EC2_INSTANCE_LAUNCHING"
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    kind: NoticeKind
-    instance_ids: tuple[InstanceId, ...]
-    event_id: str
-    event_time: datetime  # timezone-aware, UTC
-    deadline: datetime | None  # when the machine is expected to go; None = no fixed deadline
-    region: str | None = None
-    account: str | None = None
-    lifecycle: LifecycleAction | None = None
-    state: str | None = None  # instance state (state-change) or Health status code
-    cancelled: bool = False  # a scheduled change that AWS cancelled
 
 
 @dataclass(frozen=True, slots=True)
