@@ -22,6 +22,7 @@ from lifecycled.server import serve_http
 from lifecycled.settings import Settings
 from lifecycled.sources.imds import with_own_region
 from lifecycled.sources.sqs import SqsSource
+from lifecycled.trust import scoped
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Service:
                 settings = self.settings = await with_own_region(settings, metrics)
             services = AWS_SERVICES + aws_services_for(settings)
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
+            settings = self.settings = await scoped(settings, aws)
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
             # A DaemonSet pod only ever hears about its own machine: no tag check there.
@@ -88,10 +90,11 @@ class Service:
 
 def aws_services_for(settings: Settings) -> tuple[str, ...]:
     """The AWS clients a platform needs beyond the common ones."""
+    scoping = ("sts",) if settings.source == "sqs" and not settings.any_account_or_region else ()
     if settings.platform == "ecs":
-        return ECS_SERVICES
+        return ECS_SERVICES + scoping
     wanted = {"elbv2": settings.lb_target_groups_configured, "elb": bool(settings.lb_classic_names)}
-    return tuple(service for service, needed in wanted.items() if needed)
+    return tuple(service for service, needed in wanted.items() if needed) + scoping
 
 
 @contextlib.asynccontextmanager

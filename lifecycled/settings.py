@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     queue_url: str | None = None
     region: str | None = Field(default=None, description="Only accept notices from this region.")
     allowed_accounts: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Unset region / accounts mean this handler's own (its credentials' account, its clients'
+    # region) in queue mode; accepting notices that name any account or region is explicit.
+    any_account_or_region: bool = False
     metrics_address: str = "0.0.0.0:9090"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"

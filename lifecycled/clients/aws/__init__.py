@@ -20,6 +20,7 @@ from lifecycled.clients.aws.ecs import EcsClient
 from lifecycled.clients.aws.elb import ClassicElbClient
 from lifecycled.clients.aws.elbv2 import Elbv2Client
 from lifecycled.clients.aws.sqs import SqsClient
+from lifecycled.clients.aws.sts import StsClient
 from lifecycled.observe import Metrics
 from lifecycled.settings import Settings
 
@@ -37,6 +38,7 @@ class AwsClients:
         self.ecs = EcsClient(clients.get("ecs"), metrics)
         self.elbv2 = Elbv2Client(clients.get("elbv2"), metrics)
         self.elb = ClassicElbClient(clients.get("elb"), metrics)
+        self.sts = StsClient(clients.get("sts"), metrics)
 
     @classmethod
     @contextlib.asynccontextmanager
