@@ -32,7 +32,9 @@ TERMINATE = "lifecycle_terminate"
 MUTATING_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 # What a dry run may still ask AWS: reads, and its own queue's bookkeeping.
 READ_PREFIXES = ("Describe", "List", "Get")
-QUEUE_ACTIONS = frozenset({"ReceiveMessage", "DeleteMessage", "ChangeMessageVisibility"})
+QUEUE_ACTIONS = frozenset(
+    {"ReceiveMessage", "DeleteMessage", "DeleteMessageBatch", "ChangeMessageVisibility"}
+)
 
 
 def evictable(pods: list[Any]) -> list[Any]:
