@@ -249,7 +249,7 @@ class KubeApiServer:
     async def delete_node(self, name: str) -> None:
         """The machine is gone: the node object goes, and pod GC deletes its pods at once."""
         self.registry.delete(resources.BY_KEY["nodes"], None, name, DeleteOptions())
-        collect_orphan_pods(self.registry)
+        collect_orphan_pods(self.registry, [name])
 
     async def set_node_ready(self, name: str, ready: bool) -> JSON:
         nodes = resources.BY_KEY["nodes"]
@@ -430,14 +430,9 @@ class KubeApiServer:
         )
 
     def _candidates(self, flt: Filter) -> Iterable[JSON]:
-        """Objects in key order; pods by spec.nodeName come from the node index."""
-        node = next(
-            (f.value for f in flt.fields if f.field == "spec.nodeName" and f.op == "="), None
-        )
-        if flt.res.key == "pods" and node is not None:
-            pods = self.store.pods_on_node(node)
-            return sorted(pods, key=lambda p: (meta(p).get("namespace"), meta(p).get("name")))
-        return self.store.sorted_refs(flt.res, flt.namespace)
+        """Objects in key order; pods by spec.nodeName come from the node index, `=`/`in`
+        label requirements from the label index."""
+        return self.store.candidates(flt.res, flt.namespace, flt.labels, flt.fields)
 
     def _list(self, route: Route, query: dict[str, str]) -> web.Response:
         flt = self._filter(route, query)

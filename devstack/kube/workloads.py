@@ -1,4 +1,9 @@
-"""Workload controllers: Deployment -> ReplicaSet -> pods, DaemonSet, Job."""
+"""Workload controllers: Deployment -> ReplicaSet -> pods, DaemonSet, Job.
+
+Each controller keeps the keys of the objects that need a look, fed by `observe(event)` for
+every store write (its own objects, and pods/ReplicaSets through their controller reference),
+and `sync(now)` reconciles only those. The DaemonSet controller works per (DaemonSet, node).
+"""
 
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from .objects import (
 from .registry import JOB_TRACKING, DeleteOptions, Registry
 from .resources import BY_KEY
 from .selectors import node_affinity_matches, untolerated_taints
-from .store import Store
+from .store import Store, WatchEvent
 
 log = logging.getLogger(__name__)
 DEPLOYMENTS = BY_KEY["deployments.apps"]
@@ -39,6 +44,26 @@ REPLICASETS = BY_KEY["replicasets.apps"]
 DAEMONSETS = BY_KEY["daemonsets.apps"]
 JOBS = BY_KEY["jobs.batch"]
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+Key = tuple[str, str]  # (namespace, name)
+
+
+def key_of(obj: JSON) -> Key:
+    return namespace_of(obj), name_of(obj)
+
+
+def controlled_by(event: WatchEvent, kind: str) -> set[Key]:
+    """(namespace, name) of the `kind` controllers of the object, before and after."""
+    out = set()
+    for obj in (event.obj, event.old):
+        ref = controller_ref(obj) if obj is not None else None
+        if ref is not None and ref.get("kind") == kind:
+            out.add((namespace_of(obj or {}), str(ref.get("name"))))
+    return out
+
+
+def _lookup(store: Store, res_key: str, keys: set[Key]) -> list[JSON]:
+    res = BY_KEY[res_key]
+    return [o for k in sorted(keys) if (o := store.get_ref(res, k[0], k[1])) is not None]
 
 
 def owned_pods(store: Store, owner: JSON) -> list[JSON]:
@@ -121,8 +146,26 @@ def _deletion_rank(pod: JSON) -> tuple[int, str]:
     return state, "".join(chr(255 - ord(c)) for c in created)
 
 
-def sync_replicasets(registry: Registry) -> None:
-    for rs in list(registry.store.iter_refs(REPLICASETS)):
+class ReplicaSetController:
+    watches = ("replicasets.apps", "pods")
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.dirty: set[Key] = set()
+
+    def observe(self, event: WatchEvent) -> None:
+        if event.resource == "pods":
+            self.dirty.update(controlled_by(event, "ReplicaSet"))
+        elif event.type != "DELETED":
+            self.dirty.add(key_of(event.obj))
+
+    def sync(self, now: float) -> None:
+        dirty, self.dirty = self.dirty, set()
+        sync_replicasets(self.registry, _lookup(self.registry.store, REPLICASETS.key, dirty))
+
+
+def sync_replicasets(registry: Registry, sets: list[JSON] | None = None) -> None:
+    for rs in list(registry.store.iter_refs(REPLICASETS)) if sets is None else sets:
         if is_terminating(rs):
             continue
         pods = owned_pods(registry.store, rs)
@@ -192,9 +235,27 @@ def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
     registry.commit(REPLICASETS, rs, new)
 
 
-def sync_deployments(registry: Registry) -> None:
+class DeploymentController:
+    watches = ("deployments.apps", "replicasets.apps")
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.dirty: set[Key] = set()
+
+    def observe(self, event: WatchEvent) -> None:
+        if event.resource == REPLICASETS.key:
+            self.dirty.update(controlled_by(event, "Deployment"))
+        elif event.type != "DELETED":
+            self.dirty.add(key_of(event.obj))
+
+    def sync(self, now: float) -> None:
+        dirty, self.dirty = self.dirty, set()
+        sync_deployments(self.registry, _lookup(self.registry.store, DEPLOYMENTS.key, dirty))
+
+
+def sync_deployments(registry: Registry, deployments: list[JSON] | None = None) -> None:
     store = registry.store
-    for deploy in list(store.iter_refs(DEPLOYMENTS)):
+    for deploy in list(store.iter_refs(DEPLOYMENTS)) if deployments is None else deployments:
         if is_terminating(deploy):
             continue
         pod_hash = template_hash(spec(deploy).get("template") or {})
@@ -311,29 +372,95 @@ def _daemon_pod_extra(ds: JSON, node_name: str) -> JSON:
     }
 
 
-def sync_daemonsets(registry: Registry) -> None:
-    store = registry.store
-    nodes = list(store.iter_refs(NODES))
-    for ds in list(store.iter_refs(DAEMONSETS)):
+class DaemonSetController:
+    """One pod per eligible node. Works per (DaemonSet, node): a node write re-checks that
+    node for every DaemonSet, a DaemonSet pod write its own node, a DaemonSet write all nodes.
+    Each DaemonSet's per-node counts are kept, so its status is summed, not recomputed."""
+
+    watches = ("daemonsets.apps", "nodes", "pods")
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.full: set[Key] = set()  # DaemonSets to check on every node
+        self.nodes: set[str] = set()  # nodes to check for every DaemonSet
+        self.pairs: set[tuple[Key, str]] = set()  # (DaemonSet, node)
+        # DaemonSet uid -> node -> (desired, scheduled, ready)
+        self.counts: dict[str, dict[str, tuple[int, int, int]]] = {}
+
+    def observe(self, event: WatchEvent) -> None:
+        obj = event.obj
+        if event.resource == "nodes":
+            self.nodes.add(name_of(obj))
+        elif event.resource == "pods":
+            for owner in controlled_by(event, "DaemonSet"):
+                node = spec(obj).get("nodeName") or spec(event.old or {}).get("nodeName")
+                if node:
+                    self.pairs.add((owner, str(node)))
+        elif event.type == "DELETED":
+            self.counts.pop(uid_of(obj), None)
+        else:
+            self.full.add(key_of(obj))
+
+    def sync(self, now: float) -> None:
+        full, self.full = self.full, set()
+        nodes, self.nodes = self.nodes, set()
+        pairs, self.pairs = self.pairs, set()
+        if not (full or nodes or pairs):
+            return
+        store = self.registry.store
+        for ds in list(store.iter_refs(DAEMONSETS)):
+            key = key_of(ds)
+            if key in full:
+                self._sync(ds, None)
+                continue
+            todo = nodes | {n for k, n in pairs if k == key}
+            if todo:
+                self._sync(ds, todo)
+
+    def _sync(self, ds: JSON, node_names: set[str] | None) -> None:
         if is_terminating(ds):
-            continue
+            return
+        store = self.registry.store
         template = spec(ds).get("template") or {}
-        by_node: dict[str, list[JSON]] = {}
-        for pod in owned_pods(store, ds):
-            if is_active(pod):
-                by_node.setdefault(str(spec(pod).get("nodeName")), []).append(pod)
-        desired = ready = scheduled = 0
-        for node in nodes:
+        uid = uid_of(ds)
+        counts = self.counts.setdefault(uid, {})
+        if node_names is None:
+            counts.clear()
+            by_node: dict[str, list[JSON]] = {}
+            for pod in owned_pods(store, ds):
+                if is_active(pod):
+                    by_node.setdefault(str(spec(pod).get("nodeName")), []).append(pod)
+            work = [(n, by_node.get(name_of(n), [])) for n in store.sorted_refs(NODES)]
+        else:
+            work = []
+            for name in sorted(node_names):
+                node = store.get_ref(NODES, None, name)
+                if node is None:
+                    counts.pop(name, None)
+                    continue
+                have = [
+                    p
+                    for p in store.pods_on_node(name)
+                    if (controller_ref(p) or {}).get("uid") == uid and is_active(p)
+                ]
+                work.append((node, have))
+        for node, have in work:
             run, keep = daemon_fits(template.get("spec") or {}, node)
-            have = by_node.get(name_of(node), [])
             if run and not have:
-                create_pod(registry, ds, template, spec_extra=_daemon_pod_extra(ds, name_of(node)))
+                create_pod(
+                    self.registry, ds, template, spec_extra=_daemon_pod_extra(ds, name_of(node))
+                )
             elif have and not keep:
-                delete_pods(registry, have)
+                delete_pods(self.registry, have)
                 have = []
-            desired += int(run or bool(have))
-            scheduled += int(bool(have))
-            ready += sum(1 for p in have[:1] if pod_ready(p))
+            counts[name_of(node)] = (
+                int(run or bool(have)),
+                int(bool(have)),
+                sum(1 for p in have[:1] if pod_ready(p)),
+            )
+        desired = sum(c[0] for c in counts.values())
+        scheduled = sum(c[1] for c in counts.values())
+        ready = sum(c[2] for c in counts.values())
         new_status = {
             "desiredNumberScheduled": desired,
             "currentNumberScheduled": scheduled,
@@ -345,7 +472,16 @@ def sync_daemonsets(registry: Registry) -> None:
         }
         if ready < desired:
             new_status["numberUnavailable"] = desired - ready
-        write_status(registry, "daemonsets.apps", ds, new_status)
+        current = store.get_ref(DAEMONSETS, namespace_of(ds), name_of(ds))
+        if current is not None:
+            write_status(self.registry, "daemonsets.apps", current, new_status)
+
+
+def sync_daemonsets(registry: Registry) -> None:
+    """Every DaemonSet on every node, once."""
+    controller = DaemonSetController(registry)
+    for ds in list(registry.store.iter_refs(DAEMONSETS)):
+        controller._sync(ds, None)
 
 
 # ---- Job ------------------------------------------------------------------------------------
@@ -382,21 +518,42 @@ def failure_action(job: JSON, pod: JSON) -> str:
 
 
 class JobController:
+    watches = ("jobs.batch", "pods")
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         # Pods this controller deleted itself (suspend, job failed): never counted as failed.
         self.removed_by_us: set[str] = set()
+        self.dirty: set[Key] = set()
+        self.tracked: set[Key] = set()  # pods holding the tracking finalizer, to check
 
-    def sync(self) -> None:
-        for job in list(self.registry.store.iter_refs(JOBS)):
+    def observe(self, event: WatchEvent) -> None:
+        obj = event.obj
+        if event.resource == "pods":
+            self.dirty.update(controlled_by(event, "Job"))
+            if event.type == "DELETED":
+                self.removed_by_us.discard(uid_of(obj))
+            elif JOB_TRACKING in (meta(obj).get("finalizers") or []):
+                self.tracked.add(key_of(obj))
+        elif event.type == "DELETED":
+            for res, dep in self.registry.store.dependents(uid_of(obj)):
+                if res is PODS:
+                    self.tracked.add(key_of(dep))
+        else:
+            self.dirty.add(key_of(obj))
+
+    def sync(self, now: float = 0.0) -> None:
+        dirty, self.dirty = self.dirty, set()
+        for job in _lookup(self.registry.store, JOBS.key, dirty):
             if not is_terminating(job):
                 self._sync(job)
-        self._release_orphans()
+        tracked, self.tracked = self.tracked, set()
+        self._release_orphans(_lookup(self.registry.store, PODS.key, tracked))
 
-    def _release_orphans(self) -> None:
+    def _release_orphans(self, pods: list[JSON]) -> None:
         """Pods whose Job is gone (or that were orphaned) lose the tracking finalizer."""
         store = self.registry.store
-        for pod in list(store.iter_refs(PODS)):
+        for pod in pods:
             if JOB_TRACKING not in (meta(pod).get("finalizers") or []):
                 continue
             ref = controller_ref(pod)
