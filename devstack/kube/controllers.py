@@ -6,7 +6,6 @@ only on that. Controllers write only when something changed."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Protocol
 
 from .errors import JSON, ApiError
 from .nodes import Kubelet, NodeLifecycle, PodGC, Scheduler, TaintManager
-from .objects import is_terminating, meta, name_of, namespace_of, spec, uid_of
+from .objects import clone, is_terminating, meta, name_of, namespace_of, spec, uid_of
 from .pdb import PDBS, refresh_pdb
 from .registry import FOREGROUND, DeleteOptions, Registry
 from .resources import BY_KEY, RESOURCES
@@ -90,7 +89,7 @@ def collect_garbage(registry: Registry, owner_uids: list[str] | None = None) -> 
             refs = meta(dep).get("ownerReferences") or []
             live = [r for r in refs if store.exists_uid(str(r.get("uid")))]
             if live:
-                new = copy.deepcopy(dep)
+                new = clone(dep)
                 meta(new)["ownerReferences"] = live
                 registry.commit(res, dep, new)
             elif not is_terminating(dep):

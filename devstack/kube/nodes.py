@@ -8,7 +8,6 @@ plus timers for what is due later (a pod's start, exit or toleration expiry).
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import heapq
 import json
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from .errors import JSON, ApiError
 from .objects import (
     annotations_of,
+    clone,
     condition,
     condition_true,
     controller_ref,
@@ -138,7 +138,7 @@ def sync_node_taints(registry: Registry, names: Iterable[str] | None = None) -> 
         wanted = _wanted_taints(node)
         if wanted == (spec(node).get("taints") or []):
             continue
-        new = copy.deepcopy(node)
+        new = clone(node)
         if wanted:
             new.setdefault("spec", {})["taints"] = wanted
         else:
@@ -366,7 +366,7 @@ def schedule(registry: Registry) -> None:
 
 
 def bind(registry: Registry, pod: JSON, node_name: str) -> None:
-    new = copy.deepcopy(pod)
+    new = clone(pod)
     new["spec"]["nodeName"] = node_name
     set_condition(new, "PodScheduled", "True")
     registry.commit(PODS, pod, new)
@@ -376,7 +376,7 @@ def _mark_unschedulable(registry: Registry, pod: JSON, message: str) -> None:
     current = condition(pod, "PodScheduled")
     if current and current.get("status") == "False" and current.get("message") == message:
         return
-    new = copy.deepcopy(pod)
+    new = clone(pod)
     set_condition(new, "PodScheduled", "False", "Unschedulable", message)
     registry.commit(PODS, pod, new)
 
@@ -490,7 +490,7 @@ class Kubelet:
         return None
 
     def _start(self, pod: JSON, node: JSON) -> None:
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         st = new.setdefault("status", {})
         ip = _pod_ip(uid_of(pod))
         st.update(
@@ -515,7 +515,7 @@ class Kubelet:
         self.registry.commit(PODS, pod, new)
 
     def _finish(self, pod: JSON, phase: str, exit_code: int, reason: str) -> JSON:
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         terminated = {
             "terminated": {"exitCode": exit_code, "reason": reason, "finishedAt": timestamp()}
         }
@@ -558,11 +558,11 @@ class Kubelet:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                k: copy.deepcopy(m[k])
+                k: clone(m[k])
                 for k in ("name", "namespace", "labels", "annotations", "ownerReferences")
                 if k in m
             },
-            "spec": copy.deepcopy(spec(pod)),
+            "spec": clone(spec(pod)),
         }
         self.registry.create(PODS, fresh, namespace_of(pod))
 
@@ -645,7 +645,7 @@ class TaintManager:
         return min(limits) if limits else None
 
     def _delete(self, pod: JSON) -> None:
-        marked = copy.deepcopy(pod)
+        marked = clone(pod)
         set_condition(
             marked,
             "DisruptionTarget",
@@ -670,7 +670,7 @@ def collect_orphan_pods(registry: Registry, nodes: Iterable[str] | None = None) 
         for pod in store.pods_on_node(node_name):
             if meta(pod).get("deletionGracePeriodSeconds") == 0:
                 continue  # already deleted, waiting for finalizers
-            marked = copy.deepcopy(pod)
+            marked = clone(pod)
             if not is_terminal(marked):
                 marked.setdefault("status", {})["phase"] = "Failed"
             set_condition(

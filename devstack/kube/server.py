@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import copy
 import json
 import logging
 import socket
@@ -23,7 +22,7 @@ from . import builders, errors, resources
 from .controllers import ControllerManager
 from .errors import JSON, ApiError
 from .nodes import collect_orphan_pods
-from .objects import meta, set_condition
+from .objects import clone, meta, set_condition
 from .pdb import evict
 from .registry import DeleteOptions, Registry
 from .resources import BY_PATH, Resource
@@ -234,7 +233,7 @@ class KubeApiServer:
     async def add_object(self, obj: JSON) -> JSON:
         res = resources.for_object(obj)
         namespace = meta(obj).get("namespace") or ("default" if res.namespaced else None)
-        return copy.deepcopy(self.registry.create(res, obj, namespace))
+        return clone(self.registry.create(res, obj, namespace))
 
     async def add_objects(self, *objs: JSON) -> list[JSON]:
         return [await self.add_object(o) for o in objs]
@@ -254,14 +253,14 @@ class KubeApiServer:
     async def set_node_ready(self, name: str, ready: bool) -> JSON:
         nodes = resources.BY_KEY["nodes"]
         node = self.registry.require(nodes, None, name)
-        new = copy.deepcopy(node)
+        new = clone(node)
         set_condition(
             new,
             "Ready",
             "True" if ready else "False",
             "KubeletReady" if ready else "NodeStatusUnknown",
         )
-        return copy.deepcopy(self.registry.commit(nodes, node, new))
+        return clone(self.registry.commit(nodes, node, new))
 
     async def get_object(
         self, resource: str, name: str, namespace: str | None = None
@@ -294,7 +293,7 @@ class KubeApiServer:
         result = self.registry.patch(
             res, namespace, name, content_type, json.dumps(patch).encode(), subresource=subresource
         )
-        return copy.deepcopy(result)
+        return clone(result)
 
     async def delete_object(
         self,
@@ -307,7 +306,7 @@ class KubeApiServer:
     ) -> JSON:
         res = resources.resolve(resource)
         opts = DeleteOptions(grace_period=grace_period, propagation=propagation)
-        return copy.deepcopy(self.registry.delete(res, namespace, name, opts))
+        return clone(self.registry.delete(res, namespace, name, opts))
 
     async def run_controllers_once(self) -> None:
         self.controllers.run_once()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import copy
 import json
 import logging
 from collections import deque
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import errors, resources
 from .errors import JSON
-from .objects import controller_ref, pod_ready
+from .objects import clone, controller_ref, pod_ready
 from .resources import Resource
 from .selectors import (
     FieldRequirement,
@@ -306,7 +305,7 @@ class Store:
     def get(self, resource: str, name: str, namespace: str | None = None) -> JSON | None:
         res = resources.resolve(resource)
         obj = self.get_ref(res, namespace if res.namespaced else None, name)
-        return copy.deepcopy(obj) if obj is not None else None
+        return clone(obj) if obj is not None else None
 
     def list(
         self,
@@ -321,7 +320,7 @@ class Store:
         fields = parse_field_selector(field_selector, res)
         ns = namespace if res.namespaced else None
         return [
-            copy.deepcopy(obj)
+            clone(obj)
             for obj in self.candidates(res, ns, labels, fields)
             if matches_all(labels, _labels(obj)) and all(f.matches(res, obj) for f in fields)
         ]

@@ -7,7 +7,6 @@ and `sync(now)` reconciles only those. The DaemonSet controller works per (Daemo
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
@@ -16,6 +15,7 @@ from collections.abc import Iterable
 from .errors import JSON, ApiError
 from .nodes import NODES, PODS
 from .objects import (
+    clone,
     condition_true,
     controller_ref,
     int_or_percent,
@@ -99,7 +99,7 @@ def create_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": m,
-        "spec": copy.deepcopy(template.get("spec") or {}),
+        "spec": clone(template.get("spec") or {}),
     }
     pod["spec"].update(spec_extra or {})
     try:
@@ -120,7 +120,7 @@ def delete_pods(registry: Registry, pods: Iterable[JSON]) -> None:
 def write_status(registry: Registry, res_key: str, obj: JSON, new_status: JSON) -> None:
     if new_status == obj.get("status"):
         return
-    new = copy.deepcopy(obj)
+    new = clone(obj)
     new["status"] = new_status
     registry.commit(BY_KEY[res_key], obj, new)
 
@@ -205,9 +205,9 @@ def template_hash(template: JSON) -> str:
 
 
 def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
-    template = copy.deepcopy(spec(deploy).get("template") or {})
+    template = clone(spec(deploy).get("template") or {})
     template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
-    selector = copy.deepcopy(spec(deploy).get("selector") or {})
+    selector = clone(spec(deploy).get("selector") or {})
     selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
     return {
         "apiVersion": "apps/v1",
@@ -230,7 +230,7 @@ def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
 def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
     if spec(rs).get("replicas") == replicas:
         return
-    new = copy.deepcopy(rs)
+    new = clone(rs)
     new["spec"]["replicas"] = replicas
     registry.commit(REPLICASETS, rs, new)
 
@@ -294,7 +294,7 @@ def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: l
         "maxUnavailable", "25%"
     )
     available = ready >= want - int_or_percent(max_unavailable, want, round_up=False)
-    new = {"status": copy.deepcopy(status(deploy))}
+    new = {"status": clone(status(deploy))}
     new["status"].update(
         observedGeneration=meta(deploy).get("generation", 1),
         **_nonzero(
@@ -356,7 +356,7 @@ def daemon_fits(pod_spec: JSON, node: JSON) -> tuple[bool, bool]:
 
 
 def _daemon_pod_extra(ds: JSON, node_name: str) -> JSON:
-    pod_spec = copy.deepcopy((spec(ds).get("template") or {}).get("spec") or {})
+    pod_spec = clone((spec(ds).get("template") or {}).get("spec") or {})
     affinity = pod_spec.setdefault("affinity", {})
     affinity["nodeAffinity"] = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -563,7 +563,7 @@ class JobController:
 
     def _sync(self, job: JSON) -> None:
         s = spec(job)
-        new: JSON = {"status": copy.deepcopy(status(job))}
+        new: JSON = {"status": clone(status(job))}
         st = new["status"]
         pods = owned_pods(self.registry.store, job)
         fail_reason = self._account(job, pods, st)
