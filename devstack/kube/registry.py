@@ -284,9 +284,7 @@ class Registry:
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch did not produce an object")
         # A resourceVersion the patch sets is a precondition, checked by update().
-        return self.update(
-            res, namespace, name, patched, subresource=subresource, dry_run=dry_run
-        )
+        return self.update(res, namespace, name, patched, subresource=subresource, dry_run=dry_run)
 
     @staticmethod
     def _apply_patch(res: Resource, current: JSON, content_type: str, body: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import builders, errors, resources
+from . import admin, builders, errors, resources
 from .controllers import ControllerManager
 from .errors import JSON, ApiError
 from .nodes import collect_orphan_pods
@@ -174,20 +174,39 @@ def _verb(method: str, route: Route, query: dict[str, str]) -> str:
 
 
 class KubeApiServer:
-    """An in-process Kubernetes API server on 127.0.0.1, for tests and the demo."""
+    """A Kubernetes API server on 127.0.0.1, for tests, the demo and benchmarks (in this
+    process, in a thread with KubeApiServerThread, or alone: `python -m devstack.kube`).
 
-    def __init__(self, *, controllers: bool = True, tick: float = 0.05) -> None:
+    `record_limit`: keep at most about that many recorded requests (the oldest half goes when
+    it is exceeded); None keeps them all."""
+
+    def __init__(
+        self,
+        *,
+        controllers: bool = True,
+        tick: float = 0.05,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record_limit: int | None = None,
+    ) -> None:
         self.store = Store()
         self.registry = Registry(self.store)
         self.controllers = ControllerManager(self.registry, tick)
         self.controllers_enabled = controllers
         self.tick = tick
+        self.host = host
         self.requests: list[RecordedRequest] = []
+        self.record_limit = record_limit
+        self.request_seq = 0  # requests recorded so far (also those trimmed away)
+        self.requests_trimmed = 0
+        self.request_summary: dict[str, int] = {}  # "verb resource[/sub] status" -> count
         self.url = ""
-        self.port = 0
+        self.port = port
         self.bookmark_interval = 1.0  # seconds between BOOKMARKs when a watch asks for them
         self._runner: web.AppRunner | None = None
         self._controller_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._max_lag = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -200,19 +219,22 @@ class KubeApiServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://{self.host}:{self.port}"
+        await web.SockSite(self._runner, sock, backlog=1024).start()
         if self.controllers_enabled:
             self._controller_task = asyncio.create_task(self.controllers.run())
+        self._lag_task = asyncio.create_task(self._watch_lag())
 
     async def stop(self) -> None:
-        if self._controller_task is not None:
-            self._controller_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._controller_task
-            self._controller_task = None
+        for task in (self._controller_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._controller_task = self._lag_task = None
         self.store.close_watchers()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -319,14 +341,28 @@ class KubeApiServer:
                 raise TimeoutError("condition not reached")
             await asyncio.sleep(min(self.tick, 0.02))
 
+    async def _watch_lag(self, period: float = 0.05) -> None:
+        """How late the loop wakes up: the longest stall since `take_max_lag` was called."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + period
+            await asyncio.sleep(period)
+            self._max_lag = max(self._max_lag, loop.time() - due)
+
+    def take_max_lag(self) -> float:
+        lag, self._max_lag = self._max_lag, 0.0
+        return lag
+
     # ---- HTTP ----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(f"/{admin.PREFIX}/"):
+            return await admin.handle(self, request, [p for p in request.path.split("/") if p])
         query = dict(request.query)
         record = RecordedRequest(
             request.method, request.path, query, request.content_type, "unknown", time.monotonic()
         )
-        self.requests.append(record)
+        self._record(record)
         try:
             response = await self._route(request, record)
         except ApiError as exc:
@@ -335,7 +371,20 @@ class KubeApiServer:
             log.exception("internal error on %s %s", request.method, request.path)
             response = _error(ApiError(500, "InternalError", f"Internal error occurred: {exc}"))
         record.status = response.status
+        what = record.resource or "-"
+        if record.subresource:
+            what = f"{what}/{record.subresource}"
+        summary = f"{record.verb} {what} {record.status}"
+        self.request_summary[summary] = self.request_summary.get(summary, 0) + 1
         return response
+
+    def _record(self, record: RecordedRequest) -> None:
+        self.requests.append(record)
+        self.request_seq += 1
+        if self.record_limit is not None and len(self.requests) > self.record_limit:
+            drop = len(self.requests) // 2
+            del self.requests[:drop]
+            self.requests_trimmed += drop
 
     async def _route(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
