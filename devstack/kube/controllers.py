@@ -13,7 +13,8 @@ from typing import Protocol
 
 from .errors import JSON, ApiError
 from .nodes import Kubelet, NodeLifecycle, PodGC, Scheduler, TaintManager
-from .objects import clone, is_terminating, meta, name_of, namespace_of, spec, uid_of
+from .objects import evolve, is_terminating, meta, name_of, namespace_of, spec, uid_of
+from .pacing import Pacer
 from .pdb import PDBS, refresh_pdb
 from .registry import FOREGROUND, DeleteOptions, Registry
 from .resources import BY_KEY, RESOURCES
@@ -89,7 +90,7 @@ def collect_garbage(registry: Registry, owner_uids: list[str] | None = None) -> 
             refs = meta(dep).get("ownerReferences") or []
             live = [r for r in refs if store.exists_uid(str(r.get("uid")))]
             if live:
-                new = clone(dep)
+                new = evolve(dep)
                 meta(new)["ownerReferences"] = live
                 registry.commit(res, dep, new)
             elif not is_terminating(dep):
@@ -199,15 +200,19 @@ class DisruptionController:
 
     watches = (PDBS.key, *SCALED_KINDS)
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, status_interval: float = 0.0) -> None:
         self.registry = registry
         self.dirty: set[Key] = set()
         self.namespaces: set[str] = set()
+        self.pacer = Pacer(status_interval)
 
     def observe(self, event: WatchEvent) -> None:
         if event.resource == PDBS.key:
-            if event.type != "DELETED":
-                self.dirty.add((namespace_of(event.obj), name_of(event.obj)))
+            key = (namespace_of(event.obj), name_of(event.obj))
+            if event.type == "DELETED":
+                self.pacer.forget(key)
+            else:
+                self.dirty.add(key)
             return
         before = spec(event.old).get("replicas") if event.old is not None else None
         if event.type != "MODIFIED" or before != spec(event.obj).get("replicas"):
@@ -216,13 +221,14 @@ class DisruptionController:
     def sync(self, now: float) -> None:
         store = self.registry.store
         dirty, self.dirty = self.dirty | store.take_budget_changes(), set()
+        dirty.update(self.pacer.due(now))
         namespaces, self.namespaces = self.namespaces, set()
         for ns in namespaces:
             dirty.update((ns, name_of(p)) for p in store.iter_refs(PDBS, ns))
         for ns, name in sorted(dirty):
             pdb = store.get_ref(PDBS, ns, name)
             if pdb is not None:
-                refresh_pdb(self.registry, pdb)
+                refresh_pdb(self.registry, pdb, self.pacer, now)
 
 
 # ---- the manager ---------------------------------------------------------------------------
@@ -232,7 +238,7 @@ class ControllerManager:
     """Runs the controllers in order, each on what changed since its last pass (plus what
     fell due: the kubelet's and the taint manager's timers)."""
 
-    def __init__(self, registry: Registry, tick: float) -> None:
+    def __init__(self, registry: Registry, tick: float, status_interval: float = 0.5) -> None:
         self.registry = registry
         self.tick = tick
         self.node_lifecycle = NodeLifecycle(registry)
@@ -241,12 +247,13 @@ class ControllerManager:
         self.foreground = ForegroundDeletion(registry)
         self.pod_gc = PodGC(registry)
         self.taint_manager = TaintManager(registry)
-        self.deployments = DeploymentController(registry)
-        self.replicasets = ReplicaSetController(registry)
+        self.deployments = DeploymentController(registry, status_interval)
+        self.replicasets = ReplicaSetController(registry, status_interval)
         self.daemonsets = DaemonSetController(registry)
         self.jobs = JobController(registry)
         self.scheduler = Scheduler(registry)
         self.kubelet = Kubelet(registry)
+        # Budget statuses are never paced: a stale currentHealthy reads as a broken budget.
         self.disruption = DisruptionController(registry)
         self.steps: list[tuple[str, Controller]] = [
             ("node-lifecycle", self.node_lifecycle),
@@ -270,6 +277,7 @@ class ControllerManager:
         self.passes = 0
         self.busy_seconds = 0.0  # time spent in controller passes (loop time not serving)
         self.slowest_pass = 0.0
+        self.step_seconds: dict[str, float] = {name: 0.0 for name, _ in self.steps}
         registry.store.listen(self._observe)
 
     def _observe(self, event: WatchEvent) -> None:
@@ -277,13 +285,16 @@ class ControllerManager:
             observe(event)
 
     def run_once(self) -> None:
-        started = time.monotonic()
+        started = now = time.monotonic()
         for name, controller in self.steps:
             try:
-                controller.sync(time.monotonic())
+                controller.sync(now)
             except Exception:  # one broken controller must not stop the others
                 log.exception("controller %s failed", name)
-        took = time.monotonic() - started
+            done = time.monotonic()
+            self.step_seconds[name] += done - now
+            now = done
+        took = now - started
         self.passes += 1
         self.busy_seconds += took
         self.slowest_pass = max(self.slowest_pass, took)

@@ -22,6 +22,7 @@ from .objects import (
     condition,
     condition_true,
     controller_ref,
+    evolve,
     is_terminal,
     is_terminating,
     meta,
@@ -34,6 +35,7 @@ from .objects import (
     timestamp,
     uid_of,
 )
+from .pacing import Timers
 from .registry import DeleteOptions, Registry
 from .resources import BY_KEY
 from .selectors import node_affinity_matches, tolerates, untolerated_taints
@@ -74,36 +76,6 @@ def key_of(obj: JSON) -> Key:
     return namespace_of(obj), name_of(obj)
 
 
-class Timers:
-    """Due times per key; a key has at most one live entry (the earliest asked for)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, Key]] = []
-        self._at: dict[Key, float] = {}
-
-    def at(self, key: Key, due: float) -> None:
-        current = self._at.get(key)
-        if current is not None and current <= due:
-            return
-        self._at[key] = due
-        heapq.heappush(self._heap, (due, key))
-
-    def due(self, now: float) -> list[Key]:
-        out = []
-        while self._heap and self._heap[0][0] <= now:
-            due, key = heapq.heappop(self._heap)
-            if self._at.get(key) == due:
-                del self._at[key]
-                out.append(key)
-        return out
-
-    def cancel(self, key: Key) -> None:
-        self._at.pop(key, None)  # the heap entry is skipped when it comes up
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-
 # ---- node lifecycle controller ------------------------------------------------------------
 
 
@@ -138,7 +110,7 @@ def sync_node_taints(registry: Registry, names: Iterable[str] | None = None) -> 
         wanted = _wanted_taints(node)
         if wanted == (spec(node).get("taints") or []):
             continue
-        new = clone(node)
+        new = evolve(node, shallow=("spec",))
         if wanted:
             new.setdefault("spec", {})["taints"] = wanted
         else:
@@ -366,7 +338,7 @@ def schedule(registry: Registry) -> None:
 
 
 def bind(registry: Registry, pod: JSON, node_name: str) -> None:
-    new = clone(pod)
+    new = evolve(pod, "status", shallow=("spec",))
     new["spec"]["nodeName"] = node_name
     set_condition(new, "PodScheduled", "True")
     registry.commit(PODS, pod, new)
@@ -376,7 +348,7 @@ def _mark_unschedulable(registry: Registry, pod: JSON, message: str) -> None:
     current = condition(pod, "PodScheduled")
     if current and current.get("status") == "False" and current.get("message") == message:
         return
-    new = clone(pod)
+    new = evolve(pod, "status")
     set_condition(new, "PodScheduled", "False", "Unschedulable", message)
     registry.commit(PODS, pod, new)
 
@@ -490,7 +462,7 @@ class Kubelet:
         return None
 
     def _start(self, pod: JSON, node: JSON) -> None:
-        new = clone(pod)
+        new = evolve(pod, "status")
         st = new.setdefault("status", {})
         ip = _pod_ip(uid_of(pod))
         st.update(
@@ -515,7 +487,7 @@ class Kubelet:
         self.registry.commit(PODS, pod, new)
 
     def _finish(self, pod: JSON, phase: str, exit_code: int, reason: str) -> JSON:
-        new = clone(pod)
+        new = evolve(pod, "status")
         terminated = {
             "terminated": {"exitCode": exit_code, "reason": reason, "finishedAt": timestamp()}
         }
@@ -645,7 +617,7 @@ class TaintManager:
         return min(limits) if limits else None
 
     def _delete(self, pod: JSON) -> None:
-        marked = clone(pod)
+        marked = evolve(pod, "status")
         set_condition(
             marked,
             "DisruptionTarget",
@@ -670,7 +642,7 @@ def collect_orphan_pods(registry: Registry, nodes: Iterable[str] | None = None) 
         for pod in store.pods_on_node(node_name):
             if meta(pod).get("deletionGracePeriodSeconds") == 0:
                 continue  # already deleted, waiting for finalizers
-            marked = clone(pod)
+            marked = evolve(pod, "status")
             if not is_terminal(marked):
                 marked.setdefault("status", {})["phase"] = "Failed"
             set_condition(

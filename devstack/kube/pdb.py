@@ -19,6 +19,7 @@ from .errors import JSON, ApiError
 from .objects import (
     clone,
     controller_ref,
+    evolve,
     int_or_percent,
     is_terminal,
     is_terminating,
@@ -29,6 +30,7 @@ from .objects import (
     set_condition,
     spec,
 )
+from .pacing import Pacer
 from .registry import DeleteOptions, Registry
 from .resources import BY_KEY
 from .selectors import from_label_selector, label_selector_matches, labels_of, matches_all
@@ -188,11 +190,13 @@ def pdb_status(store: Store, pdb: JSON) -> JSON:
     return dict(new["status"])
 
 
-def refresh_pdb(registry: Registry, pdb: JSON) -> None:
-    """Write the PDB's status if it changed (the disruption controller's job)."""
+def refresh_pdb(registry: Registry, pdb: JSON, pacer: Pacer | None = None, now: float = 0) -> None:
+    """Write the PDB's status if it changed (the disruption controller's job); `pacer`
+    spaces out the writes."""
     status = pdb_status(registry.store, pdb)
-    if status != pdb.get("status"):
-        new = clone(pdb)
+    key = (str(meta(pdb).get("namespace")), name_of(pdb))
+    if status != pdb.get("status") and (pacer is None or pacer.allow(key, now)):
+        new = evolve(pdb)
         new["status"] = status
         registry.commit(PDBS, pdb, new)
 
@@ -271,7 +275,7 @@ def _mark_and_delete(registry: Registry, pod: JSON, opts: DeleteOptions) -> None
     """The DisruptionTarget condition first (a status write), then the graceful delete."""
     name = name_of(pod)
     registry._check_preconditions(PODS, pod, opts.uid, opts.resource_version)
-    marked = clone(pod)
+    marked = evolve(pod, "status")
     set_condition(
         marked, "DisruptionTarget", "True", "EvictionByEvictionAPI", "Eviction API: evicting"
     )

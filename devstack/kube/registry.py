@@ -17,6 +17,7 @@ from . import errors
 from .errors import JSON, ApiError
 from .objects import (
     clone,
+    evolve,
     is_dns_label,
     is_subdomain,
     is_terminal,
@@ -334,7 +335,7 @@ class Registry:
         if meta(current).get("deletionTimestamp"):
             return current
         propagation = opts.propagation or res.default_propagation
-        new = clone(current)
+        new = evolve(current)
         m = meta(new)
         if propagation == "Foreground":
             m["finalizers"] = [*(m.get("finalizers") or []), FOREGROUND]
@@ -361,7 +362,7 @@ class Registry:
 
     def orphan_dependents(self, owner_uid: str) -> None:
         for dep_res, dep in self.store.dependents(owner_uid):
-            new = clone(dep)
+            new = evolve(dep)
             refs = [r for r in meta(new).get("ownerReferences") or [] if r.get("uid") != owner_uid]
             if refs:
                 meta(new)["ownerReferences"] = refs
@@ -375,7 +376,7 @@ class Registry:
         current = m.get("deletionGracePeriodSeconds")
         if m.get("deletionTimestamp") and current is not None and grace >= int(current):
             return pod  # a graceful deletion can only be shortened
-        new = clone(pod)
+        new = evolve(pod)
         meta(new).update(deletionTimestamp=timestamp(grace), deletionGracePeriodSeconds=grace)
         if grace > 0 and not opts.dry_run:
             now = time.monotonic()
@@ -386,7 +387,7 @@ class Registry:
     def _delete_namespace(self, res: Resource, ns: JSON, opts: DeleteOptions) -> JSON:
         if meta(ns).get("deletionTimestamp"):
             return ns
-        new = clone(ns)
+        new = evolve(ns, "status")
         meta(new).update(deletionTimestamp=timestamp(), deletionGracePeriodSeconds=0)
         new.setdefault("status", {})["phase"] = "Terminating"
         return self.commit(res, ns, new, dry_run=opts.dry_run)
@@ -396,7 +397,7 @@ class Registry:
         return self._delete_pod(BY_KEY["pods"], pod, DeleteOptions(grace_period=0))
 
     def remove_finalizer(self, res: Resource, obj: JSON, finalizer: str) -> JSON:
-        new = clone(obj)
+        new = evolve(obj)
         left = [f for f in meta(new).get("finalizers") or [] if f != finalizer]
         if left:
             meta(new)["finalizers"] = left

@@ -6,6 +6,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import cProfile
+import gc
 import json
 import logging
 import socket
@@ -178,7 +180,10 @@ class KubeApiServer:
     process, in a thread with KubeApiServerThread, or alone: `python -m devstack.kube`).
 
     `record_limit`: keep at most about that many recorded requests (the oldest half goes when
-    it is exceeded); None keeps them all."""
+    it is exceeded); None keeps them all. `freeze_after_seed`: gc.freeze() the process heap
+    after an admin seed (for a server alone in its process). `status_interval`: the
+    controllers write a ReplicaSet's or Deployment's status at most that often (a change
+    inside the interval is written when it ends); PDB status is always written at once."""
 
     def __init__(
         self,
@@ -188,15 +193,18 @@ class KubeApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         record_limit: int | None = None,
+        freeze_after_seed: bool = False,
+        status_interval: float = 0.5,
     ) -> None:
         self.store = Store()
         self.registry = Registry(self.store)
-        self.controllers = ControllerManager(self.registry, tick)
+        self.controllers = ControllerManager(self.registry, tick, status_interval)
         self.controllers_enabled = controllers
         self.tick = tick
         self.host = host
         self.requests: list[RecordedRequest] = []
         self.record_limit = record_limit
+        self.freeze_after_seed = freeze_after_seed  # gc.freeze() after an admin seed
         self.request_seq = 0  # requests recorded so far (also those trimmed away)
         self.requests_trimmed = 0
         self.request_summary: dict[str, int] = {}  # "verb resource[/sub] status" -> count
@@ -207,6 +215,10 @@ class KubeApiServer:
         self._controller_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self._max_lag = 0.0
+        self.profiler: cProfile.Profile | None = None  # the admin API's /devstack/profile
+        self.gc_pauses: dict[int, float] = {}  # generation -> seconds (while serving)
+        self.gc_max_pause = 0.0
+        self._gc_started = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -227,8 +239,11 @@ class KubeApiServer:
         if self.controllers_enabled:
             self._controller_task = asyncio.create_task(self.controllers.run())
         self._lag_task = asyncio.create_task(self._watch_lag())
+        gc.callbacks.append(self._gc_callback)
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_callback)
         for task in (self._controller_task, self._lag_task):
             if task is not None:
                 task.cancel()
@@ -348,6 +363,15 @@ class KubeApiServer:
             due = loop.time() + period
             await asyncio.sleep(period)
             self._max_lag = max(self._max_lag, loop.time() - due)
+
+    def _gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        generation = info.get("generation", 0)
+        self.gc_pauses[generation] = self.gc_pauses.get(generation, 0.0) + took
+        self.gc_max_pause = max(self.gc_max_pause, took)
 
     def take_max_lag(self) -> float:
         lag, self._max_lag = self._max_lag, 0.0

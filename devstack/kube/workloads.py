@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from .errors import JSON, ApiError
 from .nodes import NODES, PODS
@@ -18,6 +19,7 @@ from .objects import (
     clone,
     condition_true,
     controller_ref,
+    evolve,
     int_or_percent,
     is_terminal,
     is_terminating,
@@ -33,6 +35,7 @@ from .objects import (
     timestamp,
     uid_of,
 )
+from .pacing import Pacer
 from .registry import JOB_TRACKING, DeleteOptions, Registry
 from .resources import BY_KEY
 from .selectors import node_affinity_matches, untolerated_taints
@@ -120,7 +123,7 @@ def delete_pods(registry: Registry, pods: Iterable[JSON]) -> None:
 def write_status(registry: Registry, res_key: str, obj: JSON, new_status: JSON) -> None:
     if new_status == obj.get("status"):
         return
-    new = clone(obj)
+    new = evolve(obj)
     new["status"] = new_status
     registry.commit(BY_KEY[res_key], obj, new)
 
@@ -147,48 +150,97 @@ def _deletion_rank(pod: JSON) -> tuple[int, str]:
 
 
 class ReplicaSetController:
+    """Keeps, per ReplicaSet uid, its pods' (active, ready) from the pod events it observes,
+    so a sync is O(1) in the ReplicaSet's size unless it has to scale down."""
+
     watches = ("replicasets.apps", "pods")
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, status_interval: float = 0.0) -> None:
         self.registry = registry
         self.dirty: set[Key] = set()
+        self.pods: dict[str, dict[Key, tuple[bool, bool]]] = {}  # uid -> pod -> (active, ready)
+        self.counts: dict[str, list[int]] = {}  # uid -> [active, ready]
+        self.pacer = Pacer(status_interval)
 
     def observe(self, event: WatchEvent) -> None:
-        if event.resource == "pods":
-            self.dirty.update(controlled_by(event, "ReplicaSet"))
-        elif event.type != "DELETED":
-            self.dirty.add(key_of(event.obj))
+        obj = event.obj
+        if event.resource == REPLICASETS.key:
+            if event.type == "DELETED":
+                self.pacer.forget(key_of(obj))
+            else:
+                self.dirty.add(key_of(obj))
+            return
+        key = key_of(obj)
+        before = self._part(event.old)
+        after = self._part(obj) if event.type != "DELETED" else None
+        if before == after:
+            return  # e.g. a bind or a condition write: nothing the ReplicaSet counts
+        if before is not None:
+            self._count(before, key, -1)
+        if after is not None:
+            self._count(after, key, 1)
+        for part in (before, after):
+            if part is not None and part[2]:  # an inactive pod coming or going changes nothing
+                self.dirty.add((key[0], part[1]))
+
+    def _count(self, part: tuple[str, str, bool, bool], key: Key, delta: int) -> None:
+        uid, _, active, ready = part
+        owned = self.pods.setdefault(uid, {})
+        counts = self.counts.setdefault(uid, [0, 0])
+        if delta > 0:
+            owned[key] = (active, ready)
+        else:
+            owned.pop(key, None)
+        counts[0] += delta * active
+        counts[1] += delta * ready
+        if not owned:
+            self.pods.pop(uid, None)
+            self.counts.pop(uid, None)
+
+    @staticmethod
+    def _part(pod: JSON | None) -> tuple[str, str, bool, bool] | None:
+        """(ReplicaSet uid, name, active, ready) of a pod a ReplicaSet controls."""
+        ref = controller_ref(pod) if pod is not None else None
+        if pod is None or ref is None or ref.get("kind") != "ReplicaSet":
+            return None
+        active = is_active(pod)
+        return str(ref.get("uid")), str(ref.get("name")), active, active and pod_ready(pod)
 
     def sync(self, now: float) -> None:
         dirty, self.dirty = self.dirty, set()
-        sync_replicasets(self.registry, _lookup(self.registry.store, REPLICASETS.key, dirty))
+        dirty.update(self.pacer.due(now))
+        for rs in _lookup(self.registry.store, REPLICASETS.key, dirty):
+            if not is_terminating(rs):
+                self._sync(rs, now)
 
+    def _active(self, rs: JSON) -> list[Key]:
+        return [k for k, (active, _) in self.pods.get(uid_of(rs), {}).items() if active]
 
-def sync_replicasets(registry: Registry, sets: list[JSON] | None = None) -> None:
-    for rs in list(registry.store.iter_refs(REPLICASETS)) if sets is None else sets:
-        if is_terminating(rs):
-            continue
-        pods = owned_pods(registry.store, rs)
-        active = [p for p in pods if is_active(p)]
+    def _sync(self, rs: JSON, now: float) -> None:
+        store = self.registry.store
+        uid = uid_of(rs)
         want = int(spec(rs).get("replicas", 1))
-        for _ in range(want - len(active)):
-            created = create_pod(registry, rs, spec(rs).get("template") or {})
-            if created is not None:
-                active.append(created)
-        if len(active) > want:
-            doomed = sorted(active, key=_deletion_rank)[: len(active) - want]
-            delete_pods(registry, doomed)
-            active = [p for p in active if p not in doomed]
-        ready = sum(1 for p in active if pod_ready(p))
+        for _ in range(want - self.counts.get(uid, [0, 0])[0]):
+            create_pod(self.registry, rs, spec(rs).get("template") or {})
+        counts = self.counts.get(uid, [0, 0])  # the creations were observed already
+        if counts[0] > want:
+            pods = [p for k in self._active(rs) if (p := store.get_ref(PODS, k[0], k[1]))]
+            delete_pods(self.registry, sorted(pods, key=_deletion_rank)[: counts[0] - want])
+            counts = self.counts.get(uid, [0, 0])
+        active, ready = counts
         new_status = {
-            "replicas": len(active),
-            "fullyLabeledReplicas": len(active),
+            "replicas": active,
+            "fullyLabeledReplicas": active,
             **_nonzero(readyReplicas=ready, availableReplicas=ready),
             "observedGeneration": meta(rs).get("generation", 1),
         }
-        current = registry.store.get_ref(REPLICASETS, namespace_of(rs), name_of(rs))
-        if current is not None:
-            write_status(registry, "replicasets.apps", current, new_status)
+        current = store.get_ref(REPLICASETS, namespace_of(rs), name_of(rs))
+        if (
+            current is not None
+            and new_status != current.get("status")
+            and self.pacer.allow(key_of(rs), now)
+        ):
+            write_status(self.registry, "replicasets.apps", current, new_status)
 
 
 # ---- Deployment ---------------------------------------------------------------------------
@@ -230,7 +282,7 @@ def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
 def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
     if spec(rs).get("replicas") == replicas:
         return
-    new = clone(rs)
+    new = evolve(rs, shallow=("spec",))
     new["spec"]["replicas"] = replicas
     registry.commit(REPLICASETS, rs, new)
 
@@ -238,27 +290,49 @@ def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
 class DeploymentController:
     watches = ("deployments.apps", "replicasets.apps")
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, status_interval: float = 0.0) -> None:
         self.registry = registry
         self.dirty: set[Key] = set()
+        self.hashes: dict[str, tuple[Any, str]] = {}
+        self.pacer = Pacer(status_interval)
 
     def observe(self, event: WatchEvent) -> None:
         if event.resource == REPLICASETS.key:
             self.dirty.update(controlled_by(event, "Deployment"))
-        elif event.type != "DELETED":
+        elif event.type == "DELETED":
+            self.hashes.pop(uid_of(event.obj), None)
+            self.pacer.forget(key_of(event.obj))
+        else:
             self.dirty.add(key_of(event.obj))
 
     def sync(self, now: float) -> None:
         dirty, self.dirty = self.dirty, set()
-        sync_deployments(self.registry, _lookup(self.registry.store, DEPLOYMENTS.key, dirty))
+        dirty.update(self.pacer.due(now))
+        deployments = _lookup(self.registry.store, DEPLOYMENTS.key, dirty)
+        sync_deployments(self.registry, deployments, self.hashes, self.pacer, now)
 
 
-def sync_deployments(registry: Registry, deployments: list[JSON] | None = None) -> None:
+def sync_deployments(
+    registry: Registry,
+    deployments: list[JSON] | None = None,
+    hashes: dict[str, tuple[Any, str]] | None = None,
+    pacer: Pacer | None = None,
+    now: float = 0.0,
+) -> None:
+    """`hashes`: a cache of template hashes, uid -> (generation, hash); `pacer` spaces out
+    status writes."""
     store = registry.store
+    cache = {} if hashes is None else hashes
     for deploy in list(store.iter_refs(DEPLOYMENTS)) if deployments is None else deployments:
         if is_terminating(deploy):
+            cache.pop(uid_of(deploy), None)
             continue
-        pod_hash = template_hash(spec(deploy).get("template") or {})
+        generation = meta(deploy).get("generation")
+        cached = cache.get(uid_of(deploy))
+        if cached is None or cached[0] != generation:
+            cached = (generation, template_hash(spec(deploy).get("template") or {}))
+            cache[uid_of(deploy)] = cached
+        pod_hash = cached[1]
         owned = [
             o
             for r, o in store.dependents(uid_of(deploy))
@@ -279,10 +353,17 @@ def sync_deployments(registry: Registry, deployments: list[JSON] | None = None) 
         for old in owned:
             if name_of(old) != name_of(current):
                 _scale(registry, old, 0)
-        _deployment_status(registry, deploy, current, owned)
+        _deployment_status(registry, deploy, current, owned, pacer, now)
 
 
-def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: list[JSON]) -> None:
+def _deployment_status(
+    registry: Registry,
+    deploy: JSON,
+    current: JSON,
+    owned: list[JSON],
+    pacer: Pacer | None,
+    now: float,
+) -> None:
     sets = {name_of(o): o for o in [*owned, current]}
     fresh = [registry.store.get_ref(REPLICASETS, namespace_of(deploy), n) for n in sets]
     live = [s for s in fresh if s is not None]
@@ -321,7 +402,10 @@ def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: l
         "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
     )
     set_condition(new, "Progressing", "True", "NewReplicaSetAvailable")
-    write_status(registry, "deployments.apps", deploy, new["status"])
+    if new["status"] != deploy.get("status") and (
+        pacer is None or pacer.allow(key_of(deploy), now)
+    ):
+        write_status(registry, "deployments.apps", deploy, new["status"])
 
 
 # ---- DaemonSet ----------------------------------------------------------------------------
