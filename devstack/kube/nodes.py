@@ -243,6 +243,9 @@ class Scheduler:
             return
         key = key_of(event.obj)
         if event.type != "DELETED" and wants_scheduling(event.obj):
+            parked = key in self._parked_sig and event.old is not None
+            if parked and spec(event.old or {}) == spec(event.obj):
+                return  # e.g. its own Unschedulable condition: nothing new to try
             self.queue.add(key)
         else:
             self.queue.discard(key)
@@ -312,6 +315,8 @@ class Scheduler:
             fits = self._fits(sig, pod)
             if not fits.fit:
                 self._park(key_of(pod), sig)
+                if self._refresh_at <= now:  # its message is fresh: refresh it later
+                    self._refresh_at = now + self.REFRESH
                 _mark_unschedulable(self.registry, pod, fits.unschedulable_message())
                 continue
             self._unpark(key_of(pod))

@@ -20,6 +20,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import errors, resources
 from .errors import JSON
@@ -128,6 +129,26 @@ def _pdb_selector(pdb: JSON) -> list[Requirement] | None:
 
 _TERMINAL = ("Succeeded", "Failed")
 Listener = Callable[[WatchEvent], None]
+
+
+def namespace_key(res: Resource, obj: JSON) -> str:
+    return str(meta(obj).get("namespace") or "") if res.namespaced else ""
+
+
+def _nonempty(value: Any) -> Any:
+    """An index without its empty leaves, for comparison (empty sets may linger)."""
+    if isinstance(value, dict):
+        out = {k: _nonempty(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v not in ({}, set(), 0, None)}
+    if isinstance(value, BudgetMembers):
+        return (
+            value.pods,
+            value.healthy,
+            value.loose,
+            value.controllers,
+            {k: r.get("uid") for k, r in value.refs.items()},
+        )
+    return value
 
 
 class Store:
@@ -566,6 +587,43 @@ class Store:
                     del self._by_owner[uid]
         for uid in after - before:
             self._by_owner.setdefault(uid, set()).add(key)
+
+    # ---- checking ------------------------------------------------------------------------
+
+    def verify(self) -> builtins.list[str]:
+        """Rebuild every index from the stored objects and list what differs from the live
+        ones (empty: all consistent). For tests; O(store)."""
+        fresh = Store()
+        fresh._rv = self._rv
+        for res in resources.RESOURCES:  # pods before budgets: a new budget selects its pods
+            for obj in self.iter_refs(res):
+                fresh._objects[res.key].setdefault(namespace_key(res, obj), {})[
+                    str(meta(obj)["name"])
+                ] = obj
+                fresh._index(res, None, obj)
+        problems = []
+        for name in (
+            "_by_uid",
+            "_pods_by_node",
+            "_load",
+            "_by_owner",
+            "_labels",
+            "_pdb_selectors",
+            "_pdb_pair",
+            "_pdb_by_pair",
+            "_members",
+            "_pod_pdbs",
+        ):
+            mine, theirs = _nonempty(getattr(self, name)), _nonempty(getattr(fresh, name))
+            if mine != theirs:
+                problems.append(f"{name}: live {mine!r} != rebuilt {theirs!r}")
+        if _nonempty(self._pdb_loose) != _nonempty(fresh._pdb_loose):
+            problems.append(f"_pdb_loose: {self._pdb_loose!r} != {fresh._pdb_loose!r}")
+        counts = {k: v for k, v in self.pod_counts.items() if v}
+        expected = {k: v for k, v in fresh.pod_counts.items() if v}
+        if counts != expected:
+            problems.append(f"pod_counts: live {counts!r} != rebuilt {expected!r}")
+        return problems
 
     # ---- watch ---------------------------------------------------------------------------
 
