@@ -10,14 +10,15 @@ generator fires, one kind at a time:
   (cordon, then uncordon on the next round over the nodes)
 - evict: `POST .../pods/<pod>/eviction` (policy/v1), on Running pods spread over the
   Deployments within their budgets; rounds until the time is used, the cluster settles
-  (replacements Ready) between rounds, outside the measured time
+  (replacements Ready) between rounds, outside the measured time; at most 10 rounds (3
+  with --short)
 
 and prints requests/s, p50 and p99 per kind and size, writes bench/results/emulator.json and
 exits 1 when, for any kind, the large size's rate is below half the small size's (the target
 is flat: per-request cost must not grow with the cluster).
 
     python -m bench.emulator            # 1,000 and 20,000 pods, ~10 s per kind (a few minutes)
-    python -m bench.emulator --short    # 200 and 1,000 pods, ~2 s per kind (CI)
+    python -m bench.emulator --short    # 200 and 1,000 pods, ~2 s per kind (CI, ~30 s)
 """
 
 from __future__ import annotations
@@ -214,7 +215,9 @@ async def phase(
     return Result.of(kind, pods, samples, active), emulator
 
 
-async def run_size(nodes: int, duration: float, concurrency: int) -> dict[str, Any]:
+async def run_size(
+    nodes: int, duration: float, concurrency: int, max_rounds: int
+) -> dict[str, Any]:
     # Budgets of 50% so that most evictions are allowed; quick exits so that the cluster
     # settles fast between eviction rounds (settling is not measured).
     shape = Shape(nodes=nodes, max_unavailable="50%", exit_seconds=0.2)
@@ -248,7 +251,9 @@ async def run_size(nodes: int, duration: float, concurrency: int) -> dict[str, A
             async def evictions() -> tuple[list[Sample], float]:
                 samples: list[Sample] = []
                 active = 0.0
-                while active < duration:
+                for _ in range(max_rounds):
+                    if active >= duration:
+                        break
                     targets = await eviction_targets(session, url, names, per_app=20)
                     if not targets:
                         break
@@ -304,8 +309,10 @@ def table(sizes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def bench(node_counts: list[int], duration: float, concurrency: int) -> dict[str, Any]:
-    sizes = [await run_size(n, duration, concurrency) for n in node_counts]
+async def bench(
+    node_counts: list[int], duration: float, concurrency: int, max_rounds: int
+) -> dict[str, Any]:
+    sizes = [await run_size(n, duration, concurrency, max_rounds) for n in node_counts]
     small, large = sizes[0], sizes[-1]
     ratios = {
         kind: round(large["results"][kind]["rate"] / max(small["results"][kind]["rate"], 1e-9), 3)
@@ -316,6 +323,7 @@ async def bench(node_counts: list[int], duration: float, concurrency: int) -> di
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "duration_seconds": duration,
         "concurrency": concurrency,
+        "max_eviction_rounds": max_rounds,
         "sizes": sizes,
         "ratios": ratios,
         "target": f"large/small req/s >= {FLATNESS} for every kind",
@@ -329,11 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, nargs=2, metavar=("SMALL", "LARGE"))
     parser.add_argument("--duration", type=float, help="seconds per request kind and size")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, help="eviction rounds at most (3, or 10 in full)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     nodes = args.nodes or ([10, 50] if args.short else [50, 1000])
     duration = args.duration or (2.0 if args.short else 10.0)
-    report = asyncio.run(bench(nodes, duration, args.concurrency))
+    rounds = args.rounds or (3 if args.short else 10)
+    report = asyncio.run(bench(nodes, duration, args.concurrency, rounds))
     report["mode"] = "short" if args.short else "full"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
