@@ -562,7 +562,7 @@ class TaintManager:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.first_seen: dict[tuple[str, str], float] = {}
+        self.first_seen: dict[str, dict[str, float]] = {}  # pod uid -> taint key -> time
         self.dirty_nodes: set[str] = set()
         self.dirty_pods: set[Key] = set()
         self.timers = Timers()
@@ -572,6 +572,7 @@ class TaintManager:
         if event.type == "DELETED":
             if event.resource == "pods":
                 self.timers.cancel(key_of(obj))
+                self.first_seen.pop(uid_of(obj), None)
             return
         if event.resource == "nodes":
             if no_execute_taints(obj):
@@ -616,8 +617,8 @@ class TaintManager:
             if toleration is None:
                 return now
             if toleration.get("tolerationSeconds") is not None:
-                key = (uid_of(pod), str(taint.get("key")))
-                since = self.first_seen.setdefault(key, now)
+                seen = self.first_seen.setdefault(uid_of(pod), {})
+                since = seen.setdefault(str(taint.get("key")), now)
                 limits.append(since + float(toleration["tolerationSeconds"]))
         return min(limits) if limits else None
 
