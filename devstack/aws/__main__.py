@@ -2,16 +2,19 @@
 
     eval "$(python -m devstack.aws --queue lifecycled --group demo:3)"
 
-prints `export` lines first, then serves until interrupted (run it in the background or in
-another terminal).
+prints `export` lines first, then `# <group>: <id> <dns> <az>` per instance, then `# ready`,
+and serves until SIGTERM or SIGINT (run it in the background or in another terminal; or use
+`AwsStackProcess` from devstack/aws/process.py, which starts it and connects helpers to it).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import threading
+from types import FrameType
 
 from .stack import AwsStack
 
@@ -28,7 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME:SIZE",
         help="create an Auto Scaling group with a 'drain' terminate hook (repeatable)",
     )
+    parser.add_argument("--spot", action="store_true", help="the groups' instances are Spot")
+    parser.add_argument("--heartbeat-timeout", type=int, default=300, help="the hooks', seconds")
     args = parser.parse_args(argv)
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
     stack = AwsStack(region=args.region, port=args.port)
     stack.start()
     for key, value in stack.env().items():
@@ -39,11 +50,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export LIFECYCLED_QUEUE_URL={shlex.quote(queue.url)}")
     for spec in args.group:
         name, _, size = spec.partition(":")
-        for instance in stack.create_group(name, size=int(size or 1)):
+        created = stack.create_group(
+            name,
+            size=int(size or 1),
+            spot=args.spot,
+            heartbeat_timeout=args.heartbeat_timeout,
+        )
+        for instance in created:
             print(f"# {name}: {instance.id} {instance.private_dns_name} {instance.az}")
+    print("# ready")
     sys.stdout.flush()
     try:
-        threading.Event().wait()
+        stopped.wait()
     except KeyboardInterrupt:
         pass
     finally:

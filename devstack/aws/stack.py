@@ -33,7 +33,8 @@ MOTO_DEFAULT_ACCOUNT = "123456789012"  # what moto maps any dummy access key to
 TICK_SECONDS = 0.05  # how often lifecycle hook timeouts are checked
 IMAGE_ID = "ami-12c6146b"  # one of the AMIs moto knows
 VPC_CIDR = "10.0.0.0/16"
-SUBNETS = (("a", "10.0.1.0/24"), ("b", "10.0.2.0/24"), ("c", "10.0.3.0/24"))
+# One /18 per zone (16,379 usable addresses each): storm-sized groups (1,000+ instances) fit.
+SUBNETS = (("a", "10.0.0.0/18"), ("b", "10.0.64.0/18"), ("c", "10.0.128.0/18"))
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,24 @@ class AwsStack(EcsHelpers):
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self._subnets: list[str] = []
+        self._remote = False
+
+    @classmethod
+    def connect(
+        cls, endpoint_url: str, *, region: str = "us-east-1", account: str = MOTO_DEFAULT_ACCOUNT
+    ) -> AwsStack:
+        """Helpers for a stack served by another process (`python -m devstack.aws`, or
+        `AwsStackProcess`). Everything goes through the endpoint, except what is in-process
+        by nature: `calls` stays empty and `transitions()` sees nothing."""
+        stack = cls(region=region, account=account)
+        stack.endpoint_url = endpoint_url
+        stack._remote = True
+        return stack
 
     # --- lifetime ---------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._server is not None:
+        if self._server is not None or self._remote:
             return
         if self.account != MOTO_DEFAULT_ACCOUNT:
             # moto maps every dummy access key to its default account otherwise.
@@ -301,17 +315,27 @@ class AwsStack(EcsHelpers):
             AutoScalingGroupNames=[group]
         )
         ids = [i["InstanceId"] for g in described["AutoScalingGroups"] for i in g["Instances"]]
-        return [self.instance(i) for i in ids]
+        return self.instances(ids)
 
     def instance(self, instance_id: str) -> Instance:
-        reservations = self.boto3_client("ec2").describe_instances(InstanceIds=[instance_id])
-        found = reservations["Reservations"][0]["Instances"][0]
-        return Instance(
-            id=found["InstanceId"],
-            private_dns_name=found["PrivateDnsName"],
-            private_ip=found["PrivateIpAddress"],
-            az=found["Placement"]["AvailabilityZone"],
-        )
+        return self.instances([instance_id])[0]
+
+    def instances(self, instance_ids: list[str]) -> list[Instance]:
+        """Described in batches of 200 (one call per instance is slow at 1,000)."""
+        found: dict[str, Instance] = {}
+        pages = self.boto3_client("ec2").get_paginator("describe_instances")
+        for start in range(0, len(instance_ids), 200):
+            batch = instance_ids[start : start + 200]
+            reservations = [r for p in pages.paginate(InstanceIds=batch) for r in p["Reservations"]]
+            for reservation in reservations:
+                for item in reservation["Instances"]:
+                    found[item["InstanceId"]] = Instance(
+                        id=item["InstanceId"],
+                        private_dns_name=item["PrivateDnsName"],
+                        private_ip=item["PrivateIpAddress"],
+                        az=item["Placement"]["AvailabilityZone"],
+                    )
+        return [found[i] for i in instance_ids]
 
     # --- scenarios --------------------------------------------------------------------
 

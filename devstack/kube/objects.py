@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .errors import JSON
 
@@ -13,6 +13,41 @@ from .errors import JSON
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+T = TypeVar("T")
+_DICT, _LIST = dict, list
+
+
+def clone(value: T) -> T:
+    """A deep copy of JSON data (dicts, lists, scalars), about 4x faster than copy.deepcopy."""
+    return cast(T, _clone(value))
+
+
+def evolve(obj: JSON, *deep: str, shallow: tuple[str, ...] = ()) -> JSON:
+    """A new version of a stored object, to change and write: new top-level and metadata
+    dicts, the `deep` top-level fields cloned, the `shallow` ones copied one level down; the
+    rest is shared with the stored version. That is safe because stored objects are never
+    mutated in place: change only what was copied, and replace (never mutate) anything
+    else, e.g. `meta(new)["finalizers"] = [...]`."""
+    new = dict(obj)
+    new["metadata"] = dict(meta(obj))
+    for key in deep:
+        if key in obj:
+            new[key] = _clone(obj[key])
+    for key in shallow:
+        if isinstance(obj.get(key), dict):
+            new[key] = dict(obj[key])
+    return new
+
+
+def _clone(value: Any) -> Any:
+    kind = type(value)
+    if kind is _DICT:
+        return {k: v if type(v) not in (_DICT, _LIST) else _clone(v) for k, v in value.items()}
+    if kind is _LIST:
+        return [v if type(v) not in (_DICT, _LIST) else _clone(v) for v in value]
+    return value
 
 
 def timestamp(offset_seconds: float = 0.0) -> str:
@@ -69,9 +104,10 @@ def is_terminating(obj: JSON) -> bool:
 
 
 def controller_ref(obj: JSON) -> JSON | None:
+    """The controller's owner reference: the stored dict itself, read it only."""
     for ref in meta(obj).get("ownerReferences") or []:
         if ref.get("controller"):
-            return dict(ref)
+            return ref  # type: ignore[no-any-return]
     return None
 
 
@@ -87,9 +123,10 @@ def owner_ref(owner: JSON, *, controller: bool = True) -> JSON:
 
 
 def condition(obj: JSON, kind: str) -> JSON | None:
+    """The condition of that type: the stored dict itself, read it only."""
     for cond in status(obj).get("conditions") or []:
         if cond.get("type") == kind:
-            return dict(cond)
+            return cond  # type: ignore[no-any-return]
     return None
 
 

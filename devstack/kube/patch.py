@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from .errors import JSON
+from .objects import clone
 
 PRIMITIVE = "<merge primitives>"  # a list of scalars with patchStrategy=merge: set union
 
@@ -23,7 +23,7 @@ class MalformedPatch(Exception):
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -114,17 +114,17 @@ def _apply_op(doc: Any, op: JSON) -> Any:
     if not isinstance(path, str):
         raise MalformedPatch(f"operation {op!r} has no path")
     if kind == "add":
-        return _add(doc, path, copy.deepcopy(op.get("value")))
+        return _add(doc, path, clone(op.get("value")))
     if kind == "remove":
         return _remove(doc, path)
     if kind == "replace":
         _get(doc, path)  # must exist
-        return _add(_remove(doc, path), path, copy.deepcopy(op.get("value")))
+        return _add(_remove(doc, path), path, clone(op.get("value")))
     if kind in ("move", "copy"):
         source = op.get("from")
         if not isinstance(source, str):
             raise MalformedPatch(f"operation {op!r} has no from")
-        value = copy.deepcopy(_get(doc, source))
+        value = clone(_get(doc, source))
         if kind == "move":
             doc = _remove(doc, source)
         return _add(doc, path, value)
@@ -138,7 +138,7 @@ def _apply_op(doc: Any, op: JSON) -> Any:
 def json_patch(doc: Any, ops: Any) -> Any:
     if not isinstance(ops, list) or not all(isinstance(o, dict) for o in ops):
         raise MalformedPatch("a JSON patch must be a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in ops:
         doc = _apply_op(doc, op)
     return doc

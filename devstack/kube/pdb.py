@@ -3,19 +3,23 @@
 Eviction follows pkg/registry/core/pod/storage/eviction.go. One deliberate difference: the
 budget is computed from the store at the moment of the eviction instead of read from the PDB's
 possibly stale status. The check and the graceful delete run without yielding to the event
-loop, so parallel evictions can never take a budget below its minimum.
+loop, so parallel evictions can never take a budget below its minimum. The arithmetic reads the
+store's membership index (members, healthy count, pods per controller), so its cost does not
+grow with the namespace; `scanned_budget` is the same arithmetic over a scan, for tests.
 """
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
 from .errors import JSON, ApiError
 from .objects import (
+    clone,
     controller_ref,
+    evolve,
     int_or_percent,
     is_terminal,
     is_terminating,
@@ -26,15 +30,10 @@ from .objects import (
     set_condition,
     spec,
 )
+from .pacing import Pacer
 from .registry import DeleteOptions, Registry
 from .resources import BY_KEY
-from .selectors import (
-    Requirement,
-    from_label_selector,
-    label_selector_matches,
-    labels_of,
-    matches_all,
-)
+from .selectors import from_label_selector, label_selector_matches, labels_of, matches_all
 from .store import Store
 
 PODS = BY_KEY["pods"]
@@ -60,41 +59,27 @@ def selects(pdb: JSON, pod: JSON) -> bool:
     return selector is not None and label_selector_matches(selector, labels_of(pod))
 
 
-class PodIndex:
-    """Pods by namespace and by label pair, built once per pass over all budgets so that
-    each budget only looks at the pods that can match it."""
-
-    def __init__(self, store: Store) -> None:
-        self.by_ns: dict[str, list[JSON]] = {}
-        self.by_pair: dict[tuple[str, str, str], list[JSON]] = {}
-        for pod in store.iter_refs(PODS):
-            ns = str(meta(pod).get("namespace"))
-            self.by_ns.setdefault(ns, []).append(pod)
-            for key, value in labels_of(pod).items():
-                self.by_pair.setdefault((ns, key, str(value)), []).append(pod)
-
-    def select(self, namespace: str, reqs: list[Requirement]) -> list[JSON]:
-        first = next((r for r in reqs if r.op == "="), None)
-        if first is None:
-            pool = self.by_ns.get(namespace, [])
-        else:
-            pool = self.by_pair.get((namespace, first.key, first.values[0]), [])
-        return [p for p in pool if matches_all(reqs, labels_of(p))]
+def selected_pods(store: Store, pdb: JSON) -> list[JSON]:
+    """The pods the budget selects, from the store's membership index."""
+    ns, name = str(meta(pdb).get("namespace")), name_of(pdb)
+    members = store.budget_members(ns, name)
+    if members is None:
+        return scanned_pods(store, pdb)
+    return [p for n in sorted(members.pods) if (p := store.get_ref(PODS, ns, n)) is not None]
 
 
-def selected_pods(store: Store, pdb: JSON, index: PodIndex | None = None) -> list[JSON]:
+def scanned_pods(store: Store, pdb: JSON) -> list[JSON]:
+    """The same, by scanning the namespace (the reference the index is tested against)."""
     reqs = from_label_selector(spec(pdb).get("selector"))
     if reqs is None:
         return []
     ns = str(meta(pdb).get("namespace"))
-    if index is not None:
-        return index.select(ns, reqs)
     return [p for p in store.iter_refs(PODS, ns) if matches_all(reqs, labels_of(p))]
 
 
 def matching_pdbs(store: Store, pod: JSON) -> list[JSON]:
-    ns = meta(pod).get("namespace")
-    return [pdb for pdb in store.iter_refs(PDBS, ns) if selects(pdb, pod)]
+    """Budgets whose selector matches the pod's labels (candidates from the PDB index)."""
+    return store.pdbs_matching(str(meta(pod).get("namespace")), labels_of(pod))
 
 
 def _controller_scale(store: Store, ns: str, ref: JSON) -> tuple[str, int] | None:
@@ -139,26 +124,53 @@ def expected_count(store: Store, pods: list[JSON]) -> int:
     return sum(scales.values()) + loose
 
 
-def budget(store: Store, pdb: JSON, index: PodIndex | None = None) -> Budget:
-    pods = selected_pods(store, pdb, index)
+def budget(store: Store, pdb: JSON) -> Budget:
+    """The budget's arithmetic from the membership index: O(controllers), not O(pods)."""
+    ns, name = str(meta(pdb).get("namespace")), name_of(pdb)
+    members = store.budget_members(ns, name)
+    if members is None:
+        return scanned_budget(store, pdb)
+    count = len(members.pods)
+
+    def expected() -> int:
+        scales: dict[str, int] = {}
+        loose = members.loose
+        for uid, pods in members.controllers.items():
+            found = _controller_scale(store, ns, members.refs[uid])
+            if found is None:
+                loose += pods
+            else:
+                scales[found[0]] = found[1]
+        return sum(scales.values()) + loose
+
+    return _arithmetic(pdb, members.healthy, count, expected)
+
+
+def scanned_budget(store: Store, pdb: JSON) -> Budget:
+    """The same arithmetic over a scan of the namespace (reference for the index)."""
+    pods = scanned_pods(store, pdb)
     healthy = sum(1 for p in pods if pod_ready(p) and not is_terminating(p))
+    return _arithmetic(pdb, healthy, len(pods), lambda: expected_count(store, pods))
+
+
+def _arithmetic(pdb: JSON, healthy: int, count: int, expected: Callable[[], int]) -> Budget:
     s = spec(pdb)
     if s.get("maxUnavailable") is not None:
-        expected = expected_count(store, pods)
-        unavailable = int_or_percent(s["maxUnavailable"], expected, round_up=True)
-        return Budget(healthy, max(0, expected - unavailable), expected)
+        total = expected()
+        unavailable = int_or_percent(s["maxUnavailable"], total, round_up=True)
+        return Budget(healthy, max(0, total - unavailable), total)
     min_available = s.get("minAvailable")
     if isinstance(min_available, str) and min_available.endswith("%"):
-        expected = expected_count(store, pods)
-        return Budget(healthy, int_or_percent(min_available, expected, round_up=True), expected)
+        total = expected()
+        return Budget(healthy, int_or_percent(min_available, total, round_up=True), total)
     if min_available is not None:
-        return Budget(healthy, int_or_percent(min_available, len(pods), round_up=True), len(pods))
-    return Budget(healthy, 0, len(pods))
+        return Budget(healthy, int_or_percent(min_available, count, round_up=True), count)
+    return Budget(healthy, 0, count)
 
 
-def pdb_status(store: Store, pdb: JSON, index: PodIndex | None = None) -> JSON:
-    b = budget(store, pdb, index)
-    new: JSON = {"status": copy.deepcopy(pdb.get("status") or {})}
+def pdb_status(store: Store, pdb: JSON) -> JSON:
+    b = budget(store, pdb)
+    new: JSON = {"status": clone(pdb.get("status") or {})}
     new["status"].update(
         currentHealthy=b.current_healthy,
         desiredHealthy=b.desired_healthy,
@@ -178,11 +190,13 @@ def pdb_status(store: Store, pdb: JSON, index: PodIndex | None = None) -> JSON:
     return dict(new["status"])
 
 
-def refresh_pdb(registry: Registry, pdb: JSON, index: PodIndex | None = None) -> None:
-    """Write the PDB's status if it changed (the disruption controller's job)."""
-    status = pdb_status(registry.store, pdb, index)
-    if status != pdb.get("status"):
-        new = copy.deepcopy(pdb)
+def refresh_pdb(registry: Registry, pdb: JSON, pacer: Pacer | None = None, now: float = 0) -> None:
+    """Write the PDB's status if it changed (the disruption controller's job); `pacer`
+    spaces out the writes."""
+    status = pdb_status(registry.store, pdb)
+    key = (str(meta(pdb).get("namespace")), name_of(pdb))
+    if status != pdb.get("status") and (pacer is None or pacer.allow(key, now)):
+        new = evolve(pdb)
         new["status"] = status
         registry.commit(PDBS, pdb, new)
 
@@ -261,7 +275,7 @@ def _mark_and_delete(registry: Registry, pod: JSON, opts: DeleteOptions) -> None
     """The DisruptionTarget condition first (a status write), then the graceful delete."""
     name = name_of(pod)
     registry._check_preconditions(PODS, pod, opts.uid, opts.resource_version)
-    marked = copy.deepcopy(pod)
+    marked = evolve(pod, "status")
     set_condition(
         marked, "DisruptionTarget", "True", "EvictionByEvictionAPI", "Eviction API: evicting"
     )

@@ -6,7 +6,6 @@ rules are the same whoever writes.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 import uuid
@@ -17,6 +16,8 @@ from typing import Any
 from . import errors
 from .errors import JSON, ApiError
 from .objects import (
+    clone,
+    evolve,
     is_dns_label,
     is_subdomain,
     is_terminal,
@@ -102,7 +103,7 @@ class Registry:
                 f"the kind in the data ({body.get('kind')}) does not match "
                 f"the expected kind ({res.kind})"
             )
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         obj["apiVersion"], obj["kind"] = res.api_version, res.kind
         m = obj.setdefault("metadata", {})
         if m.get("resourceVersion"):
@@ -199,7 +200,7 @@ class Registry:
         current = self.require(res, namespace, name)
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
             raise errors.bad_request("the body of the request is not a valid object")
-        new = copy.deepcopy(body)
+        new = clone(body)
         nm = new.setdefault("metadata", {})
         cm = meta(current)
         if nm.get("name") and nm["name"] != name:
@@ -234,13 +235,13 @@ class Registry:
     def _split_status(res: Resource, current: JSON, new: JSON, subresource: str | None) -> JSON:
         """The main resource ignores status changes; the status subresource ignores the rest."""
         if subresource == "status":
-            merged = copy.deepcopy({k: v for k, v in current.items() if k != "status"})
+            merged = clone({k: v for k, v in current.items() if k != "status"})
             merged["status"] = new.get("status") or {}
             return merged
         if res.has_status:
             new.pop("status", None)
             if "status" in current:
-                new["status"] = copy.deepcopy(current["status"])
+                new["status"] = clone(current["status"])
         return new
 
     def _check_preconditions(self, res: Resource, current: JSON, uid: Any, rv: Any) -> None:
@@ -284,9 +285,7 @@ class Registry:
         if not isinstance(patched, dict):
             raise errors.bad_request("the patch did not produce an object")
         # A resourceVersion the patch sets is a precondition, checked by update().
-        return self.update(
-            res, namespace, name, copy.deepcopy(patched), subresource=subresource, dry_run=dry_run
-        )
+        return self.update(res, namespace, name, patched, subresource=subresource, dry_run=dry_run)
 
     @staticmethod
     def _apply_patch(res: Resource, current: JSON, content_type: str, body: Any) -> Any:
@@ -336,7 +335,7 @@ class Registry:
         if meta(current).get("deletionTimestamp"):
             return current
         propagation = opts.propagation or res.default_propagation
-        new = copy.deepcopy(current)
+        new = evolve(current)
         m = meta(new)
         if propagation == "Foreground":
             m["finalizers"] = [*(m.get("finalizers") or []), FOREGROUND]
@@ -363,7 +362,7 @@ class Registry:
 
     def orphan_dependents(self, owner_uid: str) -> None:
         for dep_res, dep in self.store.dependents(owner_uid):
-            new = copy.deepcopy(dep)
+            new = evolve(dep)
             refs = [r for r in meta(new).get("ownerReferences") or [] if r.get("uid") != owner_uid]
             if refs:
                 meta(new)["ownerReferences"] = refs
@@ -377,7 +376,7 @@ class Registry:
         current = m.get("deletionGracePeriodSeconds")
         if m.get("deletionTimestamp") and current is not None and grace >= int(current):
             return pod  # a graceful deletion can only be shortened
-        new = copy.deepcopy(pod)
+        new = evolve(pod)
         meta(new).update(deletionTimestamp=timestamp(grace), deletionGracePeriodSeconds=grace)
         if grace > 0 and not opts.dry_run:
             now = time.monotonic()
@@ -388,7 +387,7 @@ class Registry:
     def _delete_namespace(self, res: Resource, ns: JSON, opts: DeleteOptions) -> JSON:
         if meta(ns).get("deletionTimestamp"):
             return ns
-        new = copy.deepcopy(ns)
+        new = evolve(ns, "status")
         meta(new).update(deletionTimestamp=timestamp(), deletionGracePeriodSeconds=0)
         new.setdefault("status", {})["phase"] = "Terminating"
         return self.commit(res, ns, new, dry_run=opts.dry_run)
@@ -398,7 +397,7 @@ class Registry:
         return self._delete_pod(BY_KEY["pods"], pod, DeleteOptions(grace_period=0))
 
     def remove_finalizer(self, res: Resource, obj: JSON, finalizer: str) -> JSON:
-        new = copy.deepcopy(obj)
+        new = evolve(obj)
         left = [f for f in meta(new).get("finalizers") or [] if f != finalizer]
         if left:
             meta(new)["finalizers"] = left

@@ -6,7 +6,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import copy
+import cProfile
+import gc
 import json
 import logging
 import socket
@@ -19,11 +20,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import builders, errors, resources
+from . import admin, builders, errors, resources
 from .controllers import ControllerManager
 from .errors import JSON, ApiError
 from .nodes import collect_orphan_pods
-from .objects import meta, set_condition
+from .objects import clone, meta, set_condition
 from .pdb import evict
 from .registry import DeleteOptions, Registry
 from .resources import BY_PATH, Resource
@@ -175,20 +176,49 @@ def _verb(method: str, route: Route, query: dict[str, str]) -> str:
 
 
 class KubeApiServer:
-    """An in-process Kubernetes API server on 127.0.0.1, for tests and the demo."""
+    """A Kubernetes API server on 127.0.0.1, for tests, the demo and benchmarks (in this
+    process, in a thread with KubeApiServerThread, or alone: `python -m devstack.kube`).
 
-    def __init__(self, *, controllers: bool = True, tick: float = 0.05) -> None:
+    `record_limit`: keep at most about that many recorded requests (the oldest half goes when
+    it is exceeded); None keeps them all. `freeze_after_seed`: gc.freeze() the process heap
+    after an admin seed (for a server alone in its process). `status_interval`: the
+    controllers write a ReplicaSet's or Deployment's status at most that often (a change
+    inside the interval is written when it ends); PDB status is always written at once."""
+
+    def __init__(
+        self,
+        *,
+        controllers: bool = True,
+        tick: float = 0.05,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        record_limit: int | None = None,
+        freeze_after_seed: bool = False,
+        status_interval: float = 0.5,
+    ) -> None:
         self.store = Store()
         self.registry = Registry(self.store)
-        self.controllers = ControllerManager(self.registry, tick)
+        self.controllers = ControllerManager(self.registry, tick, status_interval)
         self.controllers_enabled = controllers
         self.tick = tick
+        self.host = host
         self.requests: list[RecordedRequest] = []
+        self.record_limit = record_limit
+        self.freeze_after_seed = freeze_after_seed  # gc.freeze() after an admin seed
+        self.request_seq = 0  # requests recorded so far (also those trimmed away)
+        self.requests_trimmed = 0
+        self.request_summary: dict[str, int] = {}  # "verb resource[/sub] status" -> count
         self.url = ""
-        self.port = 0
+        self.port = port
         self.bookmark_interval = 1.0  # seconds between BOOKMARKs when a watch asks for them
         self._runner: web.AppRunner | None = None
         self._controller_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
+        self._max_lag = 0.0
+        self.profiler: cProfile.Profile | None = None  # the admin API's /devstack/profile
+        self.gc_pauses: dict[int, float] = {}  # generation -> seconds (while serving)
+        self.gc_max_pause = 0.0
+        self._gc_started = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -201,19 +231,25 @@ class KubeApiServer:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        await web.SockSite(self._runner, sock).start()
+        self.url = f"http://{self.host}:{self.port}"
+        await web.SockSite(self._runner, sock, backlog=1024).start()
         if self.controllers_enabled:
             self._controller_task = asyncio.create_task(self.controllers.run())
+        self._lag_task = asyncio.create_task(self._watch_lag())
+        gc.callbacks.append(self._gc_callback)
 
     async def stop(self) -> None:
-        if self._controller_task is not None:
-            self._controller_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._controller_task
-            self._controller_task = None
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_callback)
+        for task in (self._controller_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._controller_task = self._lag_task = None
         self.store.close_watchers()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -234,7 +270,7 @@ class KubeApiServer:
     async def add_object(self, obj: JSON) -> JSON:
         res = resources.for_object(obj)
         namespace = meta(obj).get("namespace") or ("default" if res.namespaced else None)
-        return copy.deepcopy(self.registry.create(res, obj, namespace))
+        return clone(self.registry.create(res, obj, namespace))
 
     async def add_objects(self, *objs: JSON) -> list[JSON]:
         return [await self.add_object(o) for o in objs]
@@ -249,19 +285,19 @@ class KubeApiServer:
     async def delete_node(self, name: str) -> None:
         """The machine is gone: the node object goes, and pod GC deletes its pods at once."""
         self.registry.delete(resources.BY_KEY["nodes"], None, name, DeleteOptions())
-        collect_orphan_pods(self.registry)
+        collect_orphan_pods(self.registry, [name])
 
     async def set_node_ready(self, name: str, ready: bool) -> JSON:
         nodes = resources.BY_KEY["nodes"]
         node = self.registry.require(nodes, None, name)
-        new = copy.deepcopy(node)
+        new = clone(node)
         set_condition(
             new,
             "Ready",
             "True" if ready else "False",
             "KubeletReady" if ready else "NodeStatusUnknown",
         )
-        return copy.deepcopy(self.registry.commit(nodes, node, new))
+        return clone(self.registry.commit(nodes, node, new))
 
     async def get_object(
         self, resource: str, name: str, namespace: str | None = None
@@ -294,7 +330,7 @@ class KubeApiServer:
         result = self.registry.patch(
             res, namespace, name, content_type, json.dumps(patch).encode(), subresource=subresource
         )
-        return copy.deepcopy(result)
+        return clone(result)
 
     async def delete_object(
         self,
@@ -307,7 +343,7 @@ class KubeApiServer:
     ) -> JSON:
         res = resources.resolve(resource)
         opts = DeleteOptions(grace_period=grace_period, propagation=propagation)
-        return copy.deepcopy(self.registry.delete(res, namespace, name, opts))
+        return clone(self.registry.delete(res, namespace, name, opts))
 
     async def run_controllers_once(self) -> None:
         self.controllers.run_once()
@@ -320,14 +356,37 @@ class KubeApiServer:
                 raise TimeoutError("condition not reached")
             await asyncio.sleep(min(self.tick, 0.02))
 
+    async def _watch_lag(self, period: float = 0.05) -> None:
+        """How late the loop wakes up: the longest stall since `take_max_lag` was called."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + period
+            await asyncio.sleep(period)
+            self._max_lag = max(self._max_lag, loop.time() - due)
+
+    def _gc_callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_started
+        generation = info.get("generation", 0)
+        self.gc_pauses[generation] = self.gc_pauses.get(generation, 0.0) + took
+        self.gc_max_pause = max(self.gc_max_pause, took)
+
+    def take_max_lag(self) -> float:
+        lag, self._max_lag = self._max_lag, 0.0
+        return lag
+
     # ---- HTTP ----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(f"/{admin.PREFIX}/"):
+            return await admin.handle(self, request, [p for p in request.path.split("/") if p])
         query = dict(request.query)
         record = RecordedRequest(
             request.method, request.path, query, request.content_type, "unknown", time.monotonic()
         )
-        self.requests.append(record)
+        self._record(record)
         try:
             response = await self._route(request, record)
         except ApiError as exc:
@@ -336,7 +395,20 @@ class KubeApiServer:
             log.exception("internal error on %s %s", request.method, request.path)
             response = _error(ApiError(500, "InternalError", f"Internal error occurred: {exc}"))
         record.status = response.status
+        what = record.resource or "-"
+        if record.subresource:
+            what = f"{what}/{record.subresource}"
+        summary = f"{record.verb} {what} {record.status}"
+        self.request_summary[summary] = self.request_summary.get(summary, 0) + 1
         return response
+
+    def _record(self, record: RecordedRequest) -> None:
+        self.requests.append(record)
+        self.request_seq += 1
+        if self.record_limit is not None and len(self.requests) > self.record_limit:
+            drop = len(self.requests) // 2
+            del self.requests[:drop]
+            self.requests_trimmed += drop
 
     async def _route(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
@@ -430,14 +502,9 @@ class KubeApiServer:
         )
 
     def _candidates(self, flt: Filter) -> Iterable[JSON]:
-        """Objects in key order; pods by spec.nodeName come from the node index."""
-        node = next(
-            (f.value for f in flt.fields if f.field == "spec.nodeName" and f.op == "="), None
-        )
-        if flt.res.key == "pods" and node is not None:
-            pods = self.store.pods_on_node(node)
-            return sorted(pods, key=lambda p: (meta(p).get("namespace"), meta(p).get("name")))
-        return self.store.sorted_refs(flt.res, flt.namespace)
+        """Objects in key order; pods by spec.nodeName come from the node index, `=`/`in`
+        label requirements from the label index."""
+        return self.store.candidates(flt.res, flt.namespace, flt.labels, flt.fields)
 
     def _list(self, route: Route, query: dict[str, str]) -> web.Response:
         flt = self._filter(route, query)

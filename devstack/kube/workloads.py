@@ -1,18 +1,25 @@
-"""Workload controllers: Deployment -> ReplicaSet -> pods, DaemonSet, Job."""
+"""Workload controllers: Deployment -> ReplicaSet -> pods, DaemonSet, Job.
+
+Each controller keeps the keys of the objects that need a look, fed by `observe(event)` for
+every store write (its own objects, and pods/ReplicaSets through their controller reference),
+and `sync(now)` reconciles only those. The DaemonSet controller works per (DaemonSet, node).
+"""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from .errors import JSON, ApiError
 from .nodes import NODES, PODS
 from .objects import (
+    clone,
     condition_true,
     controller_ref,
+    evolve,
     int_or_percent,
     is_terminal,
     is_terminating,
@@ -28,10 +35,11 @@ from .objects import (
     timestamp,
     uid_of,
 )
+from .pacing import Pacer
 from .registry import JOB_TRACKING, DeleteOptions, Registry
 from .resources import BY_KEY
 from .selectors import node_affinity_matches, untolerated_taints
-from .store import Store
+from .store import Store, WatchEvent
 
 log = logging.getLogger(__name__)
 DEPLOYMENTS = BY_KEY["deployments.apps"]
@@ -39,6 +47,26 @@ REPLICASETS = BY_KEY["replicasets.apps"]
 DAEMONSETS = BY_KEY["daemonsets.apps"]
 JOBS = BY_KEY["jobs.batch"]
 HASH_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+Key = tuple[str, str]  # (namespace, name)
+
+
+def key_of(obj: JSON) -> Key:
+    return namespace_of(obj), name_of(obj)
+
+
+def controlled_by(event: WatchEvent, kind: str) -> set[Key]:
+    """(namespace, name) of the `kind` controllers of the object, before and after."""
+    out = set()
+    for obj in (event.obj, event.old):
+        ref = controller_ref(obj) if obj is not None else None
+        if ref is not None and ref.get("kind") == kind:
+            out.add((namespace_of(obj or {}), str(ref.get("name"))))
+    return out
+
+
+def _lookup(store: Store, res_key: str, keys: set[Key]) -> list[JSON]:
+    res = BY_KEY[res_key]
+    return [o for k in sorted(keys) if (o := store.get_ref(res, k[0], k[1])) is not None]
 
 
 def owned_pods(store: Store, owner: JSON) -> list[JSON]:
@@ -74,7 +102,7 @@ def create_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": m,
-        "spec": copy.deepcopy(template.get("spec") or {}),
+        "spec": clone(template.get("spec") or {}),
     }
     pod["spec"].update(spec_extra or {})
     try:
@@ -95,7 +123,7 @@ def delete_pods(registry: Registry, pods: Iterable[JSON]) -> None:
 def write_status(registry: Registry, res_key: str, obj: JSON, new_status: JSON) -> None:
     if new_status == obj.get("status"):
         return
-    new = copy.deepcopy(obj)
+    new = evolve(obj)
     new["status"] = new_status
     registry.commit(BY_KEY[res_key], obj, new)
 
@@ -121,31 +149,98 @@ def _deletion_rank(pod: JSON) -> tuple[int, str]:
     return state, "".join(chr(255 - ord(c)) for c in created)
 
 
-def sync_replicasets(registry: Registry) -> None:
-    for rs in list(registry.store.iter_refs(REPLICASETS)):
-        if is_terminating(rs):
-            continue
-        pods = owned_pods(registry.store, rs)
-        active = [p for p in pods if is_active(p)]
+class ReplicaSetController:
+    """Keeps, per ReplicaSet uid, its pods' (active, ready) from the pod events it observes,
+    so a sync is O(1) in the ReplicaSet's size unless it has to scale down."""
+
+    watches = ("replicasets.apps", "pods")
+
+    def __init__(self, registry: Registry, status_interval: float = 0.0) -> None:
+        self.registry = registry
+        self.dirty: set[Key] = set()
+        self.pods: dict[str, dict[Key, tuple[bool, bool]]] = {}  # uid -> pod -> (active, ready)
+        self.counts: dict[str, list[int]] = {}  # uid -> [active, ready]
+        self.pacer = Pacer(status_interval)
+
+    def observe(self, event: WatchEvent) -> None:
+        obj = event.obj
+        if event.resource == REPLICASETS.key:
+            if event.type == "DELETED":
+                self.pacer.forget(key_of(obj))
+            else:
+                self.dirty.add(key_of(obj))
+            return
+        key = key_of(obj)
+        before = self._part(event.old)
+        after = self._part(obj) if event.type != "DELETED" else None
+        if before == after:
+            return  # e.g. a bind or a condition write: nothing the ReplicaSet counts
+        if before is not None:
+            self._count(before, key, -1)
+        if after is not None:
+            self._count(after, key, 1)
+        for part in (before, after):
+            if part is not None and part[2]:  # an inactive pod coming or going changes nothing
+                self.dirty.add((key[0], part[1]))
+
+    def _count(self, part: tuple[str, str, bool, bool], key: Key, delta: int) -> None:
+        uid, _, active, ready = part
+        owned = self.pods.setdefault(uid, {})
+        counts = self.counts.setdefault(uid, [0, 0])
+        if delta > 0:
+            owned[key] = (active, ready)
+        else:
+            owned.pop(key, None)
+        counts[0] += delta * active
+        counts[1] += delta * ready
+        if not owned:
+            self.pods.pop(uid, None)
+            self.counts.pop(uid, None)
+
+    @staticmethod
+    def _part(pod: JSON | None) -> tuple[str, str, bool, bool] | None:
+        """(ReplicaSet uid, name, active, ready) of a pod a ReplicaSet controls."""
+        ref = controller_ref(pod) if pod is not None else None
+        if pod is None or ref is None or ref.get("kind") != "ReplicaSet":
+            return None
+        active = is_active(pod)
+        return str(ref.get("uid")), str(ref.get("name")), active, active and pod_ready(pod)
+
+    def sync(self, now: float) -> None:
+        dirty, self.dirty = self.dirty, set()
+        dirty.update(self.pacer.due(now))
+        for rs in _lookup(self.registry.store, REPLICASETS.key, dirty):
+            if not is_terminating(rs):
+                self._sync(rs, now)
+
+    def _active(self, rs: JSON) -> list[Key]:
+        return [k for k, (active, _) in self.pods.get(uid_of(rs), {}).items() if active]
+
+    def _sync(self, rs: JSON, now: float) -> None:
+        store = self.registry.store
+        uid = uid_of(rs)
         want = int(spec(rs).get("replicas", 1))
-        for _ in range(want - len(active)):
-            created = create_pod(registry, rs, spec(rs).get("template") or {})
-            if created is not None:
-                active.append(created)
-        if len(active) > want:
-            doomed = sorted(active, key=_deletion_rank)[: len(active) - want]
-            delete_pods(registry, doomed)
-            active = [p for p in active if p not in doomed]
-        ready = sum(1 for p in active if pod_ready(p))
+        for _ in range(want - self.counts.get(uid, [0, 0])[0]):
+            create_pod(self.registry, rs, spec(rs).get("template") or {})
+        counts = self.counts.get(uid, [0, 0])  # the creations were observed already
+        if counts[0] > want:
+            pods = [p for k in self._active(rs) if (p := store.get_ref(PODS, k[0], k[1]))]
+            delete_pods(self.registry, sorted(pods, key=_deletion_rank)[: counts[0] - want])
+            counts = self.counts.get(uid, [0, 0])
+        active, ready = counts
         new_status = {
-            "replicas": len(active),
-            "fullyLabeledReplicas": len(active),
+            "replicas": active,
+            "fullyLabeledReplicas": active,
             **_nonzero(readyReplicas=ready, availableReplicas=ready),
             "observedGeneration": meta(rs).get("generation", 1),
         }
-        current = registry.store.get_ref(REPLICASETS, namespace_of(rs), name_of(rs))
-        if current is not None:
-            write_status(registry, "replicasets.apps", current, new_status)
+        current = store.get_ref(REPLICASETS, namespace_of(rs), name_of(rs))
+        if (
+            current is not None
+            and new_status != current.get("status")
+            and self.pacer.allow(key_of(rs), now)
+        ):
+            write_status(self.registry, "replicasets.apps", current, new_status)
 
 
 # ---- Deployment ---------------------------------------------------------------------------
@@ -162,9 +257,9 @@ def template_hash(template: JSON) -> str:
 
 
 def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
-    template = copy.deepcopy(spec(deploy).get("template") or {})
+    template = clone(spec(deploy).get("template") or {})
     template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = pod_hash
-    selector = copy.deepcopy(spec(deploy).get("selector") or {})
+    selector = clone(spec(deploy).get("selector") or {})
     selector.setdefault("matchLabels", {})["pod-template-hash"] = pod_hash
     return {
         "apiVersion": "apps/v1",
@@ -187,17 +282,57 @@ def _new_replicaset(deploy: JSON, pod_hash: str) -> JSON:
 def _scale(registry: Registry, rs: JSON, replicas: int) -> None:
     if spec(rs).get("replicas") == replicas:
         return
-    new = copy.deepcopy(rs)
+    new = evolve(rs, shallow=("spec",))
     new["spec"]["replicas"] = replicas
     registry.commit(REPLICASETS, rs, new)
 
 
-def sync_deployments(registry: Registry) -> None:
+class DeploymentController:
+    watches = ("deployments.apps", "replicasets.apps")
+
+    def __init__(self, registry: Registry, status_interval: float = 0.0) -> None:
+        self.registry = registry
+        self.dirty: set[Key] = set()
+        self.hashes: dict[str, tuple[Any, str]] = {}
+        self.pacer = Pacer(status_interval)
+
+    def observe(self, event: WatchEvent) -> None:
+        if event.resource == REPLICASETS.key:
+            self.dirty.update(controlled_by(event, "Deployment"))
+        elif event.type == "DELETED":
+            self.hashes.pop(uid_of(event.obj), None)
+            self.pacer.forget(key_of(event.obj))
+        else:
+            self.dirty.add(key_of(event.obj))
+
+    def sync(self, now: float) -> None:
+        dirty, self.dirty = self.dirty, set()
+        dirty.update(self.pacer.due(now))
+        deployments = _lookup(self.registry.store, DEPLOYMENTS.key, dirty)
+        sync_deployments(self.registry, deployments, self.hashes, self.pacer, now)
+
+
+def sync_deployments(
+    registry: Registry,
+    deployments: list[JSON] | None = None,
+    hashes: dict[str, tuple[Any, str]] | None = None,
+    pacer: Pacer | None = None,
+    now: float = 0.0,
+) -> None:
+    """`hashes`: a cache of template hashes, uid -> (generation, hash); `pacer` spaces out
+    status writes."""
     store = registry.store
-    for deploy in list(store.iter_refs(DEPLOYMENTS)):
+    cache = {} if hashes is None else hashes
+    for deploy in list(store.iter_refs(DEPLOYMENTS)) if deployments is None else deployments:
         if is_terminating(deploy):
+            cache.pop(uid_of(deploy), None)
             continue
-        pod_hash = template_hash(spec(deploy).get("template") or {})
+        generation = meta(deploy).get("generation")
+        cached = cache.get(uid_of(deploy))
+        if cached is None or cached[0] != generation:
+            cached = (generation, template_hash(spec(deploy).get("template") or {}))
+            cache[uid_of(deploy)] = cached
+        pod_hash = cached[1]
         owned = [
             o
             for r, o in store.dependents(uid_of(deploy))
@@ -218,10 +353,17 @@ def sync_deployments(registry: Registry) -> None:
         for old in owned:
             if name_of(old) != name_of(current):
                 _scale(registry, old, 0)
-        _deployment_status(registry, deploy, current, owned)
+        _deployment_status(registry, deploy, current, owned, pacer, now)
 
 
-def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: list[JSON]) -> None:
+def _deployment_status(
+    registry: Registry,
+    deploy: JSON,
+    current: JSON,
+    owned: list[JSON],
+    pacer: Pacer | None,
+    now: float,
+) -> None:
     sets = {name_of(o): o for o in [*owned, current]}
     fresh = [registry.store.get_ref(REPLICASETS, namespace_of(deploy), n) for n in sets]
     live = [s for s in fresh if s is not None]
@@ -233,7 +375,7 @@ def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: l
         "maxUnavailable", "25%"
     )
     available = ready >= want - int_or_percent(max_unavailable, want, round_up=False)
-    new = {"status": copy.deepcopy(status(deploy))}
+    new = {"status": clone(status(deploy))}
     new["status"].update(
         observedGeneration=meta(deploy).get("generation", 1),
         **_nonzero(
@@ -260,7 +402,10 @@ def _deployment_status(registry: Registry, deploy: JSON, current: JSON, owned: l
         "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
     )
     set_condition(new, "Progressing", "True", "NewReplicaSetAvailable")
-    write_status(registry, "deployments.apps", deploy, new["status"])
+    if new["status"] != deploy.get("status") and (
+        pacer is None or pacer.allow(key_of(deploy), now)
+    ):
+        write_status(registry, "deployments.apps", deploy, new["status"])
 
 
 # ---- DaemonSet ----------------------------------------------------------------------------
@@ -295,7 +440,7 @@ def daemon_fits(pod_spec: JSON, node: JSON) -> tuple[bool, bool]:
 
 
 def _daemon_pod_extra(ds: JSON, node_name: str) -> JSON:
-    pod_spec = copy.deepcopy((spec(ds).get("template") or {}).get("spec") or {})
+    pod_spec = clone((spec(ds).get("template") or {}).get("spec") or {})
     affinity = pod_spec.setdefault("affinity", {})
     affinity["nodeAffinity"] = {
         "requiredDuringSchedulingIgnoredDuringExecution": {
@@ -311,29 +456,95 @@ def _daemon_pod_extra(ds: JSON, node_name: str) -> JSON:
     }
 
 
-def sync_daemonsets(registry: Registry) -> None:
-    store = registry.store
-    nodes = list(store.iter_refs(NODES))
-    for ds in list(store.iter_refs(DAEMONSETS)):
+class DaemonSetController:
+    """One pod per eligible node. Works per (DaemonSet, node): a node write re-checks that
+    node for every DaemonSet, a DaemonSet pod write its own node, a DaemonSet write all nodes.
+    Each DaemonSet's per-node counts are kept, so its status is summed, not recomputed."""
+
+    watches = ("daemonsets.apps", "nodes", "pods")
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.full: set[Key] = set()  # DaemonSets to check on every node
+        self.nodes: set[str] = set()  # nodes to check for every DaemonSet
+        self.pairs: set[tuple[Key, str]] = set()  # (DaemonSet, node)
+        # DaemonSet uid -> node -> (desired, scheduled, ready)
+        self.counts: dict[str, dict[str, tuple[int, int, int]]] = {}
+
+    def observe(self, event: WatchEvent) -> None:
+        obj = event.obj
+        if event.resource == "nodes":
+            self.nodes.add(name_of(obj))
+        elif event.resource == "pods":
+            for owner in controlled_by(event, "DaemonSet"):
+                node = spec(obj).get("nodeName") or spec(event.old or {}).get("nodeName")
+                if node:
+                    self.pairs.add((owner, str(node)))
+        elif event.type == "DELETED":
+            self.counts.pop(uid_of(obj), None)
+        else:
+            self.full.add(key_of(obj))
+
+    def sync(self, now: float) -> None:
+        full, self.full = self.full, set()
+        nodes, self.nodes = self.nodes, set()
+        pairs, self.pairs = self.pairs, set()
+        if not (full or nodes or pairs):
+            return
+        store = self.registry.store
+        for ds in list(store.iter_refs(DAEMONSETS)):
+            key = key_of(ds)
+            if key in full:
+                self._sync(ds, None)
+                continue
+            todo = nodes | {n for k, n in pairs if k == key}
+            if todo:
+                self._sync(ds, todo)
+
+    def _sync(self, ds: JSON, node_names: set[str] | None) -> None:
         if is_terminating(ds):
-            continue
+            return
+        store = self.registry.store
         template = spec(ds).get("template") or {}
-        by_node: dict[str, list[JSON]] = {}
-        for pod in owned_pods(store, ds):
-            if is_active(pod):
-                by_node.setdefault(str(spec(pod).get("nodeName")), []).append(pod)
-        desired = ready = scheduled = 0
-        for node in nodes:
+        uid = uid_of(ds)
+        counts = self.counts.setdefault(uid, {})
+        if node_names is None:
+            counts.clear()
+            by_node: dict[str, list[JSON]] = {}
+            for pod in owned_pods(store, ds):
+                if is_active(pod):
+                    by_node.setdefault(str(spec(pod).get("nodeName")), []).append(pod)
+            work = [(n, by_node.get(name_of(n), [])) for n in store.sorted_refs(NODES)]
+        else:
+            work = []
+            for name in sorted(node_names):
+                node = store.get_ref(NODES, None, name)
+                if node is None:
+                    counts.pop(name, None)
+                    continue
+                have = [
+                    p
+                    for p in store.pods_on_node(name)
+                    if (controller_ref(p) or {}).get("uid") == uid and is_active(p)
+                ]
+                work.append((node, have))
+        for node, have in work:
             run, keep = daemon_fits(template.get("spec") or {}, node)
-            have = by_node.get(name_of(node), [])
             if run and not have:
-                create_pod(registry, ds, template, spec_extra=_daemon_pod_extra(ds, name_of(node)))
+                create_pod(
+                    self.registry, ds, template, spec_extra=_daemon_pod_extra(ds, name_of(node))
+                )
             elif have and not keep:
-                delete_pods(registry, have)
+                delete_pods(self.registry, have)
                 have = []
-            desired += int(run or bool(have))
-            scheduled += int(bool(have))
-            ready += sum(1 for p in have[:1] if pod_ready(p))
+            counts[name_of(node)] = (
+                int(run or bool(have)),
+                int(bool(have)),
+                sum(1 for p in have[:1] if pod_ready(p)),
+            )
+        desired = sum(c[0] for c in counts.values())
+        scheduled = sum(c[1] for c in counts.values())
+        ready = sum(c[2] for c in counts.values())
         new_status = {
             "desiredNumberScheduled": desired,
             "currentNumberScheduled": scheduled,
@@ -345,7 +556,16 @@ def sync_daemonsets(registry: Registry) -> None:
         }
         if ready < desired:
             new_status["numberUnavailable"] = desired - ready
-        write_status(registry, "daemonsets.apps", ds, new_status)
+        current = store.get_ref(DAEMONSETS, namespace_of(ds), name_of(ds))
+        if current is not None:
+            write_status(self.registry, "daemonsets.apps", current, new_status)
+
+
+def sync_daemonsets(registry: Registry) -> None:
+    """Every DaemonSet on every node, once."""
+    controller = DaemonSetController(registry)
+    for ds in list(registry.store.iter_refs(DAEMONSETS)):
+        controller._sync(ds, None)
 
 
 # ---- Job ------------------------------------------------------------------------------------
@@ -382,21 +602,42 @@ def failure_action(job: JSON, pod: JSON) -> str:
 
 
 class JobController:
+    watches = ("jobs.batch", "pods")
+
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         # Pods this controller deleted itself (suspend, job failed): never counted as failed.
         self.removed_by_us: set[str] = set()
+        self.dirty: set[Key] = set()
+        self.tracked: set[Key] = set()  # pods holding the tracking finalizer, to check
 
-    def sync(self) -> None:
-        for job in list(self.registry.store.iter_refs(JOBS)):
+    def observe(self, event: WatchEvent) -> None:
+        obj = event.obj
+        if event.resource == "pods":
+            self.dirty.update(controlled_by(event, "Job"))
+            if event.type == "DELETED":
+                self.removed_by_us.discard(uid_of(obj))
+            elif JOB_TRACKING in (meta(obj).get("finalizers") or []):
+                self.tracked.add(key_of(obj))
+        elif event.type == "DELETED":
+            for res, dep in self.registry.store.dependents(uid_of(obj)):
+                if res is PODS:
+                    self.tracked.add(key_of(dep))
+        else:
+            self.dirty.add(key_of(obj))
+
+    def sync(self, now: float = 0.0) -> None:
+        dirty, self.dirty = self.dirty, set()
+        for job in _lookup(self.registry.store, JOBS.key, dirty):
             if not is_terminating(job):
                 self._sync(job)
-        self._release_orphans()
+        tracked, self.tracked = self.tracked, set()
+        self._release_orphans(_lookup(self.registry.store, PODS.key, tracked))
 
-    def _release_orphans(self) -> None:
+    def _release_orphans(self, pods: list[JSON]) -> None:
         """Pods whose Job is gone (or that were orphaned) lose the tracking finalizer."""
         store = self.registry.store
-        for pod in list(store.iter_refs(PODS)):
+        for pod in pods:
             if JOB_TRACKING not in (meta(pod).get("finalizers") or []):
                 continue
             ref = controller_ref(pod)
@@ -406,7 +647,7 @@ class JobController:
 
     def _sync(self, job: JSON) -> None:
         s = spec(job)
-        new: JSON = {"status": copy.deepcopy(status(job))}
+        new: JSON = {"status": clone(status(job))}
         st = new["status"]
         pods = owned_pods(self.registry.store, job)
         fail_reason = self._account(job, pods, st)
