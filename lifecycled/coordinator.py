@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from lifecycled.bounded import Expiring
 from lifecycled.drain import Drain, utcnow
 from lifecycled.execute import Executor, executor_for
 from lifecycled.lifecycle import LifecycleHooks
@@ -70,13 +70,15 @@ class Coordinator:
         self._ownership = ownership
         self._executor = executor or executor_for(settings, platform, hooks, metrics)
         self._rules = Rules.of(settings)
-        self._foreign: dict[tuple[str, InstanceId], float] = {}  # judged not ours -> expiry
-        self._threatened: set[InstanceId] = set()  # got a notice that the machine goes
+        # What the coordinator remembers expires and is capped (bounded.py): a handler that
+        # runs for months hears of every instance its clusters ever had.
+        self._foreign: Expiring[tuple[str, InstanceId]] = Expiring()  # judged not ours
+        self._threatened: Expiring[InstanceId] = Expiring()  # told that the machine goes
         self._timers: set[asyncio.Task[None]] = set()  # rebalance uncordons to come
         self._drains: dict[InstanceId, tuple[Drain, asyncio.Task[object]]] = {}
-        self._finished: dict[InstanceId, float] = {}  # instance -> monotonic time it finished
-        self._seen: dict[tuple[str, InstanceId], float] = {}  # (event id, instance) -> expiry
-        self._locks: dict[InstanceId, asyncio.Lock] = {}
+        self._finished: Expiring[InstanceId] = Expiring()  # its drain ended
+        self._seen: Expiring[tuple[str, InstanceId]] = Expiring()  # (event id, instance) handled
+        self._locks: dict[InstanceId, tuple[asyncio.Lock, int]] = {}  # lock, users
         self._tg: asyncio.TaskGroup | None = None
 
     @asynccontextmanager
@@ -120,7 +122,7 @@ class Coordinator:
                 # Held (and the message with it) until the node is Ready: a crash redelivers it.
                 results.append(await self._complete_launch(notice, instance_id))
                 continue
-            async with self._lock(instance_id):
+            async with self._locked(instance_id):
                 results.append(await self._submit_once(notice, instance_id))
         return results
 
@@ -213,8 +215,20 @@ class Coordinator:
             return self._not_ours(notice, instance_id, why)
         return await self._executor.launch(notice, instance_id, HookRef.of(notice.lifecycle))
 
-    def _lock(self, instance_id: InstanceId) -> asyncio.Lock:
-        return self._locks.setdefault(instance_id, asyncio.Lock())
+    @asynccontextmanager
+    async def _locked(self, instance_id: InstanceId) -> AsyncIterator[None]:
+        """The instance's lock, kept only while someone holds or awaits it."""
+        lock, users = self._locks.get(instance_id, (asyncio.Lock(), 0))
+        self._locks[instance_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[instance_id]
+            if users == 1:
+                del self._locks[instance_id]
+            else:
+                self._locks[instance_id] = (lock, users - 1)
 
     async def _owner_check(self, instance_id: InstanceId) -> tuple[str | None, str | None]:
         """(target, None) when the instance is ours, else (None, why not)."""
@@ -244,15 +258,12 @@ class Coordinator:
             extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id, why=why),
         )
         key = (notice.event_id, instance_id)
-        self._foreign[key] = time.monotonic() + max(self._settings.node_cache_seconds, 1.0)
+        self._foreign.add(key, max(self._settings.node_cache_seconds, 1.0))
         return Disposition.NOT_OURS
 
     def _known_foreign(self, notice: Notice, instance_id: InstanceId) -> bool:
         """Judged not ours moments ago (a released message back again): no second look."""
-        now = time.monotonic()
-        if len(self._foreign) > 10_000:
-            self._foreign = {k: v for k, v in self._foreign.items() if v > now}
-        return self._foreign.get((notice.event_id, instance_id), 0.0) > now
+        return (notice.event_id, instance_id) in self._foreign
 
     def _note_threat(self, notice: Notice, instance_id: InstanceId) -> None:
         """Remember instances told they will go: a rebalance timeout never uncordons those."""
@@ -260,18 +271,15 @@ class Coordinator:
             return
         if notice.cancelled:
             return
-        if len(self._threatened) > 10_000:
-            self._threatened.clear()
-        self._threatened.add(instance_id)
+        # Kept past any give-back timer that could still fire for it.
+        after = self._settings.rebalance_uncordon_after_seconds or 0.0
+        self._threatened.add(instance_id, max(self._settings.dedupe_seconds, after) + 3600.0)
 
     def _is_duplicate(self, notice: Notice, instance_id: InstanceId) -> bool:
-        return self._seen.get((notice.event_id, instance_id), 0.0) > time.monotonic()
+        return (notice.event_id, instance_id) in self._seen
 
     def _mark_seen(self, notice: Notice, instance_id: InstanceId) -> None:
-        now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._seen = {k: v for k, v in self._seen.items() if v > now}
-        self._seen[(notice.event_id, instance_id)] = now + self._settings.dedupe_seconds
+        self._seen.add((notice.event_id, instance_id), self._settings.dedupe_seconds)
 
     def _recorded(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
         log.info(
@@ -312,7 +320,7 @@ class Coordinator:
         finally:
             if self._drains.get(instance_id, (None,))[0] is drain:
                 del self._drains[instance_id]
-                self._finished[instance_id] = time.monotonic()
+                self._finished.add(instance_id, self._settings.dedupe_seconds)
 
     async def _stop(self, instance_id: InstanceId) -> Drain | None:
         """Cancel the drain under way, if any, and wait until it stopped."""
@@ -322,7 +330,7 @@ class Coordinator:
         drain, task = entry
         task.cancel()
         await asyncio.wait([task])
-        self._finished[instance_id] = time.monotonic()
+        self._finished.add(instance_id, self._settings.dedupe_seconds)
         return drain
 
     async def _force_end(self, instance_id: InstanceId) -> None:
@@ -350,7 +358,7 @@ class Coordinator:
         await asyncio.sleep(max(0.0, (at - utcnow()).total_seconds()))
         instance_id = record.instance_id
         try:
-            async with self._lock(instance_id):
+            async with self._locked(instance_id):
                 if instance_id in self._drains or instance_id in self._threatened:
                     return
                 current = next(
