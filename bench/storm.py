@@ -402,23 +402,27 @@ def weighted(weights: dict[str, int]) -> Iterator[str]:
 async def ceiling(
     kube: KubeApiProcess, weights: dict[str, int], avoid: set[str], seconds: float
 ) -> dict[str, Any]:
-    """The service's mix of the three kinds, from the minimal load generator, req/s."""
+    """The service's mix of the three kinds, from the minimal load generator, req/s.
+
+    In rounds, as bench/emulator.py does: eviction targets (Running, Ready pods, at most 20
+    per Deployment, interleaved) are listed before each round, outside the measured time;
+    a round ends when its targets run out (the mix would change) or the time is used."""
     url = kube.url
+    weights = {k: w for k, w in weights.items() if w > 0}
     connector = aiohttp.TCPConnector(limit=CEILING_CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as session:
         names = [n for n in await node_names(session, url) if n not in avoid]
-        targets = iter(await eviction_targets(session, url, names, per_app=20))
         patched: Counter[str] = Counter()
         counter = {"list": 0, "patch": 0}
 
-        def calls() -> Iterator[Call]:
-            for kind in weighted({k: w for k, w in weights.items() if w > 0}):
+        def calls(targets: Iterator[tuple[str, str]]) -> Iterator[Call]:
+            for kind in weighted(weights):
                 if kind == "evict":
                     target = next(targets, None)
-                    if target is not None:
-                        yield evict_call(url, *target)
-                        continue
-                    kind = "list"  # out of targets: the other kinds carry on
+                    if target is None:
+                        return
+                    yield evict_call(url, *target)
+                    continue
                 i = counter[kind]
                 counter[kind] += 1
                 node = names[i % len(names)]
@@ -428,22 +432,38 @@ async def ceiling(
                     patched[node] += 1  # cordon, then uncordon on the next visit
                     yield patch_call(url, node, patched[node] % 2 == 1)
 
-        stream = calls()
-        await fire(session, stream, CEILING_CONCURRENCY, time.monotonic() + 0.5)  # warm up
+        warm = (list_call(url, names[i % len(names)]) for i in range(10**9))
+        await fire(session, warm, CEILING_CONCURRENCY, time.monotonic() + 0.5)
         before = await asyncio.to_thread(kube.request_summary)
-        samples, active = await fire(
-            session, stream, CEILING_CONCURRENCY, time.monotonic() + seconds
-        )
+        samples: list[Any] = []
+        active, rounds = 0.0, 0
+        while active < seconds and rounds < 20:
+            rounds += 1
+            targets = await eviction_targets(session, url, names, per_app=20)
+            if not targets and "evict" in weights:
+                break
+            stream = calls(iter(targets))
+            got, took = await fire(
+                session, stream, CEILING_CONCURRENCY, time.monotonic() + seconds - active
+            )
+            samples += got
+            active += took
+            if active < seconds:  # replacements Ready again (not measured)
+                await asyncio.to_thread(kube.wait, quiet_seconds=0.3, timeout=60)
         after = await asyncio.to_thread(kube.request_summary)
     latencies = [s.seconds for s in samples]
+    by_kind = {k: v for k, v in diff(after, before).items() if not k.startswith("list pods")}
+    by_kind["list pods 200 (incl. target listing)"] = count(diff(after, before), "list pods")
     return {
         "seconds": round(active, 3),
+        "rounds": rounds,
         "requests": len(samples),
         "rps": round(len(samples) / active, 1) if active else 0.0,
         "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 2) if latencies else None,
+        "statuses": dict(Counter(str(s.status) for s in samples)),
         "weights": weights,
-        "requests_by_kind": diff(after, before),
+        "requests_by_kind": by_kind,
     }
 
 
@@ -476,20 +496,11 @@ async def run_once(sc: Scenario, index: int) -> dict[str, Any]:
         warned_ids = {m.instance_id or "" for m in warned}
         warned_nodes = [m.name for m in warned]
         total_pods = shape.total_pods
-        if hooks:
-            created = await asyncio.to_thread(kube.create_objects, held_jobs(sc, warned_nodes))
-            if created.get("errors"):
-                raise RuntimeError(f"jobs not created: {str(created)[:500]}")
-            total_pods += len(warned_nodes)
-            await asyncio.to_thread(kube.wait, pods_ready=total_pods, timeout=120)
         print(
             f"   emulators up: moto {setup_aws:.0f} s; {total_pods} pods seeded in "
             f"{seeded['seconds']:.1f} s",
             flush=True,
         )
-        on_warned = await pods_by_node(kube.url, warned_nodes)
-        kinds = Counter(owner_kind(p) for pods in on_warned.values() for p in pods)
-        doomed = sum(v for k, v in kinds.items() if k not in ("DaemonSet", "Job"))
         stack = aws.stack()
         env = {
             **aws.env,
@@ -503,6 +514,15 @@ async def run_once(sc: Scenario, index: int) -> dict[str, Any]:
             pid = service.proc.pid
             pids = {"service": pid, "kube": kube.pid, "aws": aws.pid}
             await asyncio.sleep(1.0)  # its first receive is under way
+            if hooks:  # created now, so that their run time counts from the notices
+                created = await asyncio.to_thread(kube.create_objects, held_jobs(sc, warned_nodes))
+                if created.get("errors"):
+                    raise RuntimeError(f"jobs not created: {str(created)[:500]}")
+                total_pods += len(warned_nodes)
+                await asyncio.to_thread(kube.wait, pods_ready=total_pods, timeout=120)
+            on_warned = await pods_by_node(kube.url, warned_nodes)
+            kinds = Counter(owner_kind(p) for pods in on_warned.values() for p in pods)
+            doomed = sum(v for k, v in kinds.items() if k not in ("DaemonSet", "Job"))
             kube_before = await asyncio.to_thread(kube.request_summary)
             aws_before = await asyncio.to_thread(aws.call_summary)
             cpu_before = {k: cpu_seconds(p) for k, p in pids.items()}
