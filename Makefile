@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short lint format install package-check clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm lint format install package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ bench: $(STAMP)
 bench-short: $(STAMP)
 	$(PY) -m bench.parse --rounds 300
 	$(PY) -m bench.burst --nodes 12 --burst 6
+	$(PY) -m bench.storm --short
+
+# The storm (bench/storm.py): 1,000 Spot warnings on 2,000 nodes, emulators in their own
+# processes; several minutes. SHORT=1: the CI size (40 nodes, 10 warnings, under a minute).
+# SCENARIO=hooks: 300 lifecycle hooks with running jobs. RUNS=3: medians of three runs.
+SCENARIO ?= spot
+RUNS ?= 1
+bench-storm: $(STAMP)
+	$(PY) -m bench.storm --scenario $(SCENARIO) --runs $(RUNS) $(if $(SHORT),--short)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lifecycled devstack tests bench

@@ -16,6 +16,9 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # The devstack's own helper clients add this to their User-Agent, so tests can tell the
 # service's calls from the set-up and scenario calls.
 DEVSTACK_AGENT = "lifecycled-devstack"
+# Answered by the recorder itself, not moto (and not recorded): the calls counted so far, for
+# benchmarks whose stack runs in another process (AwsStackProcess.call_summary()).
+SUMMARY_PATH = "/devstack/calls/summary"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class CallLog(list[RecordedCall]):
         with self._lock:
             return list(self)
 
+    def summary(self) -> dict[str, int]:
+        """Count per "service Action status" of the calls not made by the devstack's helpers."""
+        counts: dict[str, int] = {}
+        for c in self.snapshot():
+            if not c.from_devstack:
+                key = f"{c.service} {c.action} {c.status}"
+                counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
+
     def of(self, action: str, *, include_devstack: bool = False) -> list[RecordedCall]:
         return [
             c
@@ -67,6 +79,11 @@ class RecordingApp:
         self._log = log
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == SUMMARY_PATH:
+            body = json.dumps(self._log.summary()).encode()
+            headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            start_response("200 OK", headers)
+            return [body]
         started = time.monotonic()
         body = _read_body(environ)
         status: list[int] = []

@@ -12,9 +12,12 @@ Hook timeouts and ECS ticks run in the child (its own ticker thread).
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from typing import Any
 
 from ..emulator_process import EmulatorProcess
+from .calls import SUMMARY_PATH
 from .stack import AwsStack, Instance
 
 
@@ -61,6 +64,13 @@ class AwsStackProcess(EmulatorProcess):
                 ip = parts[1].split(".")[0].removeprefix("ip-").replace("-", ".")
                 out.setdefault(group, []).append(Instance(parts[0], parts[1], ip, parts[2]))
         return out
+
+    def call_summary(self) -> dict[str, int]:
+        """Calls that reached moto so far, not counting the helpers' own: count per
+        "service Action status" (e.g. "sqs ReceiveMessage 200")."""
+        with urllib.request.urlopen(self.endpoint_url + SUMMARY_PATH, timeout=30) as reply:
+            counts: dict[str, int] = json.loads(reply.read())
+        return counts
 
     def stack(self) -> AwsStack:
         return AwsStack.connect(self.endpoint_url, region=self.region)
