@@ -40,6 +40,7 @@ bench: $(STAMP)
 bench-short: $(STAMP)
 	$(PY) -m bench.parse --rounds 300
 	$(PY) -m bench.burst --nodes 12 --burst 6
+	$(PY) -m bench.emulator --short
 	$(PY) -m bench.storm --short
 
 # The storm (bench/storm.py): 1,000 Spot warnings on 2,000 nodes, emulators in their own
