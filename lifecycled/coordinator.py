@@ -44,6 +44,7 @@ from lifecycled.plan import (
 )
 from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
+from lifecycled.retry import keep_trying
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Coordinator:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await self.resume()
+                await keep_trying(self.resume, delays=self._settings.retry_delays, what="resume")
                 try:
                     yield self
                 finally:

@@ -48,3 +48,21 @@ async def retry(
             )
             await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def keep_trying(call: Callable[[], Awaitable[T]], *, delays: Sequence[float], what: str) -> T:
+    """Start-up steps: retry temporary errors for as long as it takes (the last delay
+    repeating, at least 1 s), one log line per failed attempt. A handler that exits on a
+    slow API server crash-loops with a growing back-off, during which warnings wait."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except TemporaryError as exc:
+            attempt += 1
+            delay = exc.delay or max(1.0, delays[min(attempt, len(delays)) - 1] if delays else 1.0)
+            log.warning(
+                "start-up step failed; will retry",
+                extra=fields(what=what, attempt=attempt, delay=delay, error=str(exc)),
+            )
+            await asyncio.sleep(delay)

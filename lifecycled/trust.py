@@ -13,7 +13,7 @@ import logging
 
 from lifecycled.clients.aws import AwsClients
 from lifecycled.observe import fields
-from lifecycled.retry import retry
+from lifecycled.retry import keep_trying
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ async def scoped(settings: Settings, aws: AwsClients) -> Settings:
         return settings
     accounts = settings.allowed_accounts
     if not accounts:
-        account = await retry(
+        account = await keep_trying(
             aws.sts.caller_account, delays=settings.retry_delays, what="read own account"
         )
         accounts = frozenset({account})

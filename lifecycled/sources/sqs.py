@@ -28,6 +28,7 @@ from lifecycled.events import check_scope, parse_message
 from lifecycled.events.result import Ignored, Rejected
 from lifecycled.model import Disposition, Notice
 from lifecycled.observe import Metrics, fields
+from lifecycled.retry import keep_trying
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,11 @@ class SqsSource:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
-        redrive = await self._aws.sqs.redrive(self._queue_url)
+        redrive = await keep_trying(
+            lambda: self._aws.sqs.redrive(self._queue_url),
+            delays=self._settings.retry_delays,
+            what="read the queue's redrive policy",
+        )
         self._max_receives = redrive.max_receive_count if redrive else None
         self._dead_letter_url = redrive.dead_letter_url if redrive else None
         self._dead_letter = redrive is not None
