@@ -244,7 +244,7 @@ class Coordinator:
             extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id, why=why),
         )
         key = (notice.event_id, instance_id)
-        self._foreign[key] = time.monotonic() + max(self._settings.node_cache_seconds, 1.0)
+        self._foreign[key] = time.monotonic() + max(self._settings.drain.node_cache_seconds, 1.0)
         return Disposition.NOT_OURS
 
     def _known_foreign(self, notice: Notice, instance_id: InstanceId) -> bool:
@@ -271,7 +271,7 @@ class Coordinator:
         now = time.monotonic()
         if len(self._seen) > 10_000:
             self._seen = {k: v for k, v in self._seen.items() if v > now}
-        self._seen[(notice.event_id, instance_id)] = now + self._settings.dedupe_seconds
+        self._seen[(notice.event_id, instance_id)] = now + self._settings.drain.dedupe_seconds
 
     def _recorded(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
         log.info(
@@ -333,7 +333,7 @@ class Coordinator:
     # --- rebalance recommendations that never became interruptions -------------------------
 
     def _schedule_uncordon(self, target: str, record: DrainRecord) -> None:
-        after = self._settings.rebalance_uncordon_after_seconds
+        after = self._settings.drain.rebalance_uncordon_after_seconds
         if after is None or self._tg is None:
             return
         if record.kind is not NoticeKind.REBALANCE_RECOMMENDATION:
