@@ -45,6 +45,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check lifecycled devstack tests bench
 	$(VENV)/bin/ruff format --check lifecycled devstack tests bench
 	$(VENV)/bin/mypy --strict lifecycled devstack
+	$(VENV)/bin/lint-imports  # the layer contracts in pyproject.toml
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format lifecycled devstack tests bench

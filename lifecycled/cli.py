@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("--deadline-seconds", help="with --node and no file: time to deadline")
     args = parser.parse_args(argv)
     if args.command == "explain":
-        from lifecycled.explain import main as explain_main
+        from lifecycled.explain_cli import main as explain_main
 
         passed = [args.file] if args.file else []
         if args.node:

@@ -20,20 +20,15 @@ says what a live run would do to that node: see `lifecycled/explain_node.py`.
 
 Per-kind actions follow `LIFECYCLED_<KIND>_ACTION` as the service's do.
 
-Run it as `python -m lifecycled.explain FILE` too.
+The command line is `lifecycled/explain_cli.py`; run it as `python -m lifecycled.explain_cli
+FILE` too. This module is the pure part: body in, exit code and object out.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
-from collections.abc import Mapping, Sequence
-from typing import BinaryIO
+from collections.abc import Mapping
 
 from lifecycled.events import (
-    MAX_BODY_BYTES,
     Ignored,
     Rejected,
     check_scope,
@@ -68,45 +63,6 @@ def explain(
     return EXIT_PARSED, _notice_object(result, actions)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lifecycled explain",
-        description="Parse one SQS message body as lifecycled would; print one JSON line.",
-    )
-    parser.add_argument("file", nargs="?", help="file holding the message body, or - for stdin")
-    parser.add_argument("--node", help="also say what a live run would do to this node")
-    parser.add_argument(
-        "--deadline-seconds",
-        type=float,
-        default=None,
-        help="with --node and no message: seconds to the drain's deadline (default: Spot's)",
-    )
-    try:
-        args = parser.parse_args(argv)
-        if args.file is None and args.node is None:
-            parser.error("a message FILE, --node NAME, or both")
-    except SystemExit as exit_:  # argparse exits on usage errors; return the code instead
-        return exit_.code if isinstance(exit_.code, int) else EXIT_REJECTED
-    body: bytes | None = None
-    if args.file is not None:
-        try:
-            body = _read(args.file)
-        except OSError as exc:
-            print(f"lifecycled explain: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-            return EXIT_UNREADABLE
-    if args.node is not None:
-        from lifecycled.explain_node import main_node
-
-        return main_node(args.node, body, deadline_seconds=args.deadline_seconds)
-    assert body is not None
-    allowed_accounts, region = scope_from_env(os.environ)
-    code, obj = explain(
-        body, allowed_accounts=allowed_accounts, region=region, actions=actions_from_env(os.environ)
-    )
-    print(json.dumps(obj))
-    return code
-
-
 def actions_from_env(env: Mapping[str, str]) -> dict[NoticeKind, Action]:
     """`LIFECYCLED_<KIND>_ACTION` (and the older `LIFECYCLED_REBALANCE_ACTION`) where set."""
     found: dict[NoticeKind, Action] = {}
@@ -125,18 +81,6 @@ def scope_from_env(env: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
     accounts = env.get("LIFECYCLED_ALLOWED_ACCOUNTS", "").split(",")
     region = env.get("LIFECYCLED_REGION", "").strip()
     return frozenset(a.strip() for a in accounts if a.strip()), region or None
-
-
-def _read(path: str) -> bytes:
-    # Read one byte past the limit at most: enough to refuse, never unbounded memory.
-    if path == "-":
-        return _read_bounded(sys.stdin.buffer)
-    with open(path, "rb") as file:
-        return _read_bounded(file)
-
-
-def _read_bounded(stream: BinaryIO) -> bytes:
-    return stream.read(MAX_BODY_BYTES + 1)
 
 
 def _notice_object(
@@ -182,7 +126,3 @@ def _lifecycle_object(action: LifecycleAction | None) -> dict[str, str] | None:
         "token": action.token,
         "transition": action.transition,
     }
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -9,10 +9,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from lifecycled.clients.aws import AwsClients
-from lifecycled.clients.aws.autoscaling import HookActionGone, HookInfo
+from lifecycled.clients.aws.autoscaling import HookActionGone
 from lifecycled.errors import PermanentError, TemporaryError
 from lifecycled.events.asg import TERMINATING
-from lifecycled.model import LifecycleAction
+from lifecycled.model import HookInfo, LifecycleAction
 from lifecycled.observe import Metrics, fields
 from lifecycled.record import HookRef
 from lifecycled.retry import retry

@@ -80,3 +80,12 @@ class Disposition(enum.StrEnum):
     NOT_OURS = "not_ours"
     CANCELLED = "cancelled"
     DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class HookInfo:
+    """An Auto Scaling lifecycle hook's timeouts (seconds) and what AWS does when they pass."""
+
+    heartbeat_timeout: int
+    global_timeout: int
+    default_result: str

@@ -13,15 +13,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from lifecycled.events.actions import CHOOSABLE, default_action
-from lifecycled.model import TERMINATED_STATES, Action, InstanceId, Notice, NoticeKind
+from lifecycled.model import TERMINATED_STATES, Action, HookInfo, InstanceId, Notice, NoticeKind
 from lifecycled.record import DrainRecord, HookRef, Outcome
 from lifecycled.settings import Settings
-
-if TYPE_CHECKING:
-    from lifecycled.clients.aws.autoscaling import HookInfo
 
 OPENING = frozenset({Action.DRAIN, Action.CORDON})  # the actions that open a drain
 NOT_IN_CLUSTER = "instance is not in this cluster"

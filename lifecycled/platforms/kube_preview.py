@@ -1,7 +1,7 @@
 """What a drain would do to each pod on a node, without doing it (dry run, `explain --node`).
 
-The same rules as `KubernetesPlatform.vacate`: `is_skipped`, then `jobs.decide` for the time
-left to the deadline.
+The same rules as the drain's (`_Pods.decide` in kubernetes.py): `is_skipped`, then
+`jobs.decide` for the time left to the deadline.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from lifecycled.clients.kube import JsonDict
 from lifecycled.jobs import Decision, decide
 from lifecycled.platforms.kube_jobs import JobRequeuer
+from lifecycled.platforms.kube_pods import PodRef, is_skipped
 
 WHY = {
     Decision.EVICT: "evicted at once (its controller replaces it)",
@@ -26,8 +27,6 @@ SKIPPED = {
 async def preview_pods(
     pods: list[JsonDict], jobs: JobRequeuer, *, remaining: float, stop_lead: float
 ) -> list[dict[str, str]]:
-    from lifecycled.platforms.kubernetes import PodRef, is_skipped
-
     plan: list[dict[str, str]] = []
     for pod in pods:
         ref = PodRef.of(pod)

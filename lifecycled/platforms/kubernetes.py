@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
@@ -22,6 +20,7 @@ from lifecycled.observe import EventRecorder, Metrics, fields
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
+from lifecycled.platforms.kube_pods import PodRef, is_skipped
 from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.platforms.vacate import Items, Step, vacate_loop
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
@@ -30,7 +29,6 @@ from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # Set when the node was already cordoned by someone else: uncordoning is then not ours to do.
 CORDONED_BEFORE_ANNOTATION = "lifecycled.io/cordoned-before"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -98,48 +96,6 @@ class NodeIndex:
             if candidate in self._by_hostname:
                 return self._by_hostname[candidate]
         return None
-
-
-def is_skipped(pod: JsonDict) -> str | None:
-    """Why a drain leaves this pod alone, or None when it must go."""
-    meta = pod.get("metadata", {})
-    if MIRROR_ANNOTATION in meta.get("annotations", {}):
-        return "mirror"
-    if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences", [])):
-        return "daemonset"
-    if is_own_pod(meta):
-        return "self"
-    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-        return "finished"
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class PodRef:
-    namespace: str
-    name: str
-    uid: str
-    terminating: bool
-
-    @classmethod
-    def of(cls, pod: JsonDict) -> PodRef:
-        meta = pod["metadata"]
-        return cls(
-            namespace=str(meta.get("namespace", "default")),
-            name=str(meta["name"]),
-            uid=str(meta.get("uid", meta["name"])),
-            terminating=bool(meta.get("deletionTimestamp")),
-        )
-
-
-def is_own_pod(meta: JsonDict) -> bool:
-    """This handler's own pod (downward API POD_NAME / POD_NAMESPACE). In DaemonSet mode it
-    must be the last thing standing: it finishes the drain and serves metrics until the end."""
-    name = os.environ.get("POD_NAME")
-    if not name or meta.get("name") != name:
-        return False
-    namespace = os.environ.get("POD_NAMESPACE")
-    return namespace is None or meta.get("namespace", "default") == namespace
 
 
 def cordoned_by_others(node: JsonDict) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lifecycled.events import MAX_BODY_BYTES
-from lifecycled.explain import explain, main, scope_from_env
+from lifecycled.explain import explain, scope_from_env
+from lifecycled.explain_cli import main
 from tests.events.conftest import FIXTURES, fixture_bytes
 
 NOTICE_KEYS = [
@@ -217,7 +218,7 @@ def test_python_dash_m(tmp_path: Path) -> None:
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-m", "lifecycled.explain", str(FIXTURES / "spot_interruption.json")],
+        [sys.executable, "-m", "lifecycled.explain_cli", str(FIXTURES / "spot_interruption.json")],
         capture_output=True,
         check=False,
         env={"PATH": "/usr/bin:/bin"},

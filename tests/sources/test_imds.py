@@ -20,7 +20,7 @@ from lifecycled.events.imds import Identity, maintenance_time, scheduled_notices
 from lifecycled.lifecycle import HookFinder
 from lifecycled.model import InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics
-from lifecycled.platforms.kubernetes import is_skipped
+from lifecycled.platforms.kube_pods import is_skipped
 from lifecycled.settings import Settings
 from lifecycled.sources.imds import ImdsSource
 

@@ -6,9 +6,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lifecycled.clients.aws.autoscaling import HookInfo
 from lifecycled.coordinator import Coordinator
-from lifecycled.model import Disposition, InstanceId, LifecycleAction, Notice, NoticeKind
+from lifecycled.model import Disposition, HookInfo, InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.observe import Metrics
 from lifecycled.platforms import DrainState
 from lifecycled.record import DrainRecord, HookRef

@@ -9,7 +9,8 @@ import pytest
 
 from lifecycled.errors import ConfigError, PermanentError, TemporaryError
 from lifecycled.model import Action, InstanceId, NoticeKind
-from lifecycled.platforms.kubernetes import instance_id_of, is_skipped, with_taint
+from lifecycled.platforms.kube_pods import is_skipped
+from lifecycled.platforms.kubernetes import instance_id_of, with_taint
 from lifecycled.record import DRAINING_TAINT, DrainRecord, HookRef, Outcome, Phase
 from lifecycled.retry import retry
 from lifecycled.settings import load_settings

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from lifecycled.clients.aws.autoscaling import HookInfo
-from lifecycled.model import Action, InstanceId, LifecycleAction, Notice, NoticeKind
+from lifecycled.model import Action, HookInfo, InstanceId, LifecycleAction, Notice, NoticeKind
 from lifecycled.plan import (
     NOT_IN_CLUSTER,
     Cancel,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from lifecycled.clients.aws.base import ServiceClient
 from lifecycled.errors import PermanentError
+from lifecycled.model import HookInfo
 
 TERMINATING_TRANSITION = "autoscaling:EC2_INSTANCE_TERMINATING"
 # AWS says so only in words, under the catch-all ValidationError code.
@@ -14,13 +13,6 @@ ACTION_GONE_MARKERS = ("No active Lifecycle Action", "No Lifecycle Action found"
 
 class HookActionGone(PermanentError):
     """The lifecycle action is no longer open: it timed out, or was completed already."""
-
-
-@dataclass(frozen=True, slots=True)
-class HookInfo:
-    heartbeat_timeout: int
-    global_timeout: int
-    default_result: str
 
 
 class AutoScalingClient(ServiceClient):

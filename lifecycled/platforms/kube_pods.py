@@ -1,0 +1,53 @@
+"""Which pods a drain moves, and how a pod is named: shared by the drain (kubernetes.py) and
+its preview (kube_preview.py), so neither imports the other."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from lifecycled.clients.kube import JsonDict
+
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+def is_skipped(pod: JsonDict) -> str | None:
+    """Why a drain leaves this pod alone, or None when it must go."""
+    meta = pod.get("metadata", {})
+    if MIRROR_ANNOTATION in meta.get("annotations", {}):
+        return "mirror"
+    if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences", [])):
+        return "daemonset"
+    if is_own_pod(meta):
+        return "self"
+    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+        return "finished"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    namespace: str
+    name: str
+    uid: str
+    terminating: bool
+
+    @classmethod
+    def of(cls, pod: JsonDict) -> PodRef:
+        meta = pod["metadata"]
+        return cls(
+            namespace=str(meta.get("namespace", "default")),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid", meta["name"])),
+            terminating=bool(meta.get("deletionTimestamp")),
+        )
+
+
+def is_own_pod(meta: JsonDict) -> bool:
+    """This handler's own pod (downward API POD_NAME / POD_NAMESPACE). In DaemonSet mode it
+    must be the last thing standing: it finishes the drain and serves metrics until the end."""
+    name = os.environ.get("POD_NAME")
+    if not name or meta.get("name") != name:
+        return False
+    namespace = os.environ.get("POD_NAMESPACE")
+    return namespace is None or meta.get("namespace", "default") == namespace
