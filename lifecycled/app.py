@@ -41,7 +41,7 @@ class Service:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then shut down in phases (see docs/architecture.md)."""
         settings, metrics = self.settings, self.metrics
-        host, port = settings.metrics_host_port
+        host, port = settings.observe.metrics_host_port
         async with contextlib.AsyncExitStack() as stack:
             self.addresses = await stack.enter_async_context(
                 serve_http(host, port, metrics, self.ready)
@@ -75,11 +75,11 @@ class Service:
                     source = make_source(settings, aws, metrics, coordinator)
                     await source.run(until, ready=ready)
 
-            if settings.leader_election and settings.dry_run:
+            if settings.ha.leader_election and settings.dry_run:
                 # A dry run changes nothing, so replicas acting at once is harmless; taking
                 # the Lease from a live handler that shares its name would not be.
                 log.warning("dry run: leader election is off; this replica never takes a Lease")
-            if settings.leader_election and not settings.dry_run:
+            if settings.ha.leader_election and not settings.dry_run:
                 self.ready.set()  # a standby is healthy and ready; it just does not consume
                 await lead(settings, metrics, stop, work)
             else:
@@ -90,10 +90,12 @@ class Service:
 
 def aws_services_for(settings: Settings) -> tuple[str, ...]:
     """The AWS clients a platform needs beyond the common ones."""
-    scoping = ("sts",) if settings.source == "sqs" and not settings.any_account_or_region else ()
+    scoping = (
+        ("sts",) if settings.source == "sqs" and not settings.scope.any_account_or_region else ()
+    )
     if settings.platform == "ecs":
         return ECS_SERVICES + scoping
-    wanted = {"elbv2": settings.lb_target_groups_configured, "elb": bool(settings.lb_classic_names)}
+    wanted = {"elbv2": settings.lb.target_groups_configured, "elb": bool(settings.lb.classic_names)}
     return tuple(service for service, needed in wanted.items() if needed) + scoping
 
 
@@ -107,7 +109,7 @@ async def open_platform(
         yield EcsPlatform(aws, settings, metrics)
         return
     async with KubeClient.open(
-        metrics, settings.api_timeout_seconds, settings.retry_delays
+        metrics, settings.calls.timeout_seconds, settings.calls.retry_delays
     ) as kube:
         yield KubernetesPlatform(kube, aws, settings, metrics)
 

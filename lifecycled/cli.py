@@ -10,20 +10,20 @@ from collections.abc import Sequence
 
 from lifecycled.errors import ConfigError
 from lifecycled.observe import setup_logging
-from lifecycled.settings import Settings, load_settings
+from lifecycled.settings import SETTINGS, Settings, load_settings
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser("run", help="consume notices and drain machines")
-    for name, field in Settings.model_fields.items():
+    for name, setting in SETTINGS.items():
         run.add_argument(
             "--" + name.replace("_", "-"),
+            # Earlier names (--rebalance-action), still accepted.
+            *("--" + older.replace("_", "-") for older in setting.older),
             dest=name,
             default=None,
-            help=f"{field.description or ''} (env LIFECYCLED_{name.upper()})".strip(),
+            help=f"{setting.field.description or ''} (env LIFECYCLED_{name.upper()})".strip(),
         )
-    # The earlier name of --rebalance-recommendation-action, still accepted.
-    run.add_argument("--rebalance-action", dest="rebalance_recommendation_action", default=None)
 
 
 async def _serve(settings: Settings) -> None:
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lifecycled: invalid settings: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.observe.log_level, settings.observe.log_format)
     asyncio.run(_serve(settings))
     return 0
 

@@ -88,7 +88,9 @@ class Coordinator:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                await keep_trying(self.resume, delays=self._settings.retry_delays, what="resume")
+                await keep_trying(
+                    self.resume, delays=self._settings.calls.retry_delays, what="resume"
+                )
                 try:
                     yield self
                 finally:
@@ -259,7 +261,7 @@ class Coordinator:
             extra=fields(instance=instance_id, kind=notice.kind, event_id=notice.event_id, why=why),
         )
         key = (notice.event_id, instance_id)
-        self._foreign.add(key, max(self._settings.node_cache_seconds, 1.0))
+        self._foreign.add(key, max(self._settings.drain.node_cache_seconds, 1.0))
         return Disposition.NOT_OURS
 
     def _known_foreign(self, notice: Notice, instance_id: InstanceId) -> bool:
@@ -273,14 +275,14 @@ class Coordinator:
         if notice.cancelled:
             return
         # Kept past any give-back timer that could still fire for it.
-        after = self._settings.rebalance_uncordon_after_seconds or 0.0
-        self._threatened.add(instance_id, max(self._settings.dedupe_seconds, after) + 3600.0)
+        after = self._settings.drain.rebalance_uncordon_after_seconds or 0.0
+        self._threatened.add(instance_id, max(self._settings.drain.dedupe_seconds, after) + 3600.0)
 
     def _is_duplicate(self, notice: Notice, instance_id: InstanceId) -> bool:
         return (notice.event_id, instance_id) in self._seen
 
     def _mark_seen(self, notice: Notice, instance_id: InstanceId) -> None:
-        self._seen.add((notice.event_id, instance_id), self._settings.dedupe_seconds)
+        self._seen.add((notice.event_id, instance_id), self._settings.drain.dedupe_seconds)
 
     def _recorded(self, notice: Notice, instance_id: InstanceId, why: str) -> Disposition:
         log.info(
@@ -321,7 +323,7 @@ class Coordinator:
         finally:
             if self._drains.get(instance_id, (None,))[0] is drain:
                 del self._drains[instance_id]
-                self._finished.add(instance_id, self._settings.dedupe_seconds)
+                self._finished.add(instance_id, self._settings.drain.dedupe_seconds)
 
     async def _stop(self, instance_id: InstanceId) -> Drain | None:
         """Cancel the drain under way, if any, and wait until it stopped."""
@@ -331,7 +333,7 @@ class Coordinator:
         drain, task = entry
         task.cancel()
         await asyncio.wait([task])
-        self._finished.add(instance_id, self._settings.dedupe_seconds)
+        self._finished.add(instance_id, self._settings.drain.dedupe_seconds)
         return drain
 
     async def _force_end(self, instance_id: InstanceId) -> None:
@@ -342,7 +344,7 @@ class Coordinator:
     # --- rebalance recommendations that never became interruptions -------------------------
 
     def _schedule_uncordon(self, target: str, record: DrainRecord) -> None:
-        after = self._settings.rebalance_uncordon_after_seconds
+        after = self._settings.drain.rebalance_uncordon_after_seconds
         if after is None or self._tg is None:
             return
         if record.kind is not NoticeKind.REBALANCE_RECOMMENDATION:

@@ -55,7 +55,7 @@ class Drain:
 
     def cutoff(self) -> float:
         """Loop time after which no new eviction starts: the deadline minus the margin."""
-        left = self.remaining() - self._settings.deadline_margin_seconds
+        left = self.remaining() - self._settings.drain.deadline_margin_seconds
         return asyncio.get_running_loop().time() + left
 
     async def run(self) -> Outcome:
@@ -80,7 +80,7 @@ class Drain:
         if self.record.action is Action.CORDON:
             return Outcome.CORDONED
         loop = asyncio.get_running_loop()
-        delays = self._settings.retry_delays or (1.0,)
+        delays = self._settings.calls.retry_delays or (1.0,)
         failures = 0
         while True:
             try:

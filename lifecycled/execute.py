@@ -121,20 +121,20 @@ class Live:
 
     async def launch(self, notice: Notice, instance_id: InstanceId, hook: HookRef) -> Disposition:
         loop = asyncio.get_running_loop()
-        end = loop.time() + self._settings.launch_ready_timeout_seconds
+        end = loop.time() + self._settings.hooks.launch_ready_timeout_seconds
         while loop.time() < end:
             target = await self._platform.resolve(instance_id)
             if target is not None and await self._platform.ready(target):
                 await self._hooks.complete(hook, instance_id, "CONTINUE")
                 self._metrics.launch_hooks.labels("CONTINUE").inc()
                 return Disposition.RECORDED
-            await asyncio.sleep(self._settings.drain_poll_seconds)
+            await asyncio.sleep(self._settings.drain.poll_seconds)
         log.error(
             "instance did not become ready in time; abandoning its launch",
             extra=fields(
                 instance=instance_id,
                 hook=hook.name,
-                seconds=self._settings.launch_ready_timeout_seconds,
+                seconds=self._settings.hooks.launch_ready_timeout_seconds,
             ),
         )
         await self._hooks.complete(hook, instance_id, "ABANDON")

@@ -50,8 +50,8 @@ def main_node(node: str, body: bytes | None, *, deadline_seconds: float | None =
     if body is not None:
         code, notice_obj = explain(
             body,
-            allowed_accounts=settings.allowed_accounts,
-            region=settings.region,
+            allowed_accounts=settings.scope.allowed_accounts,
+            region=settings.scope.region,
             actions=action_table(settings),
         )
         if code != EXIT_PARSED:
@@ -83,7 +83,9 @@ async def explain_node(
     metrics = Metrics()
     async with (
         AwsClients.open(settings, metrics, ("ec2", "autoscaling")) as aws,
-        KubeClient.open(metrics, settings.api_timeout_seconds, settings.retry_delays) as kube,
+        KubeClient.open(
+            metrics, settings.calls.timeout_seconds, settings.calls.retry_delays
+        ) as kube,
     ):
         current = await kube.get_node(node)
         instance = instance_id_of(current)
@@ -113,10 +115,12 @@ async def explain_node(
 async def _why_not_ours(
     node: str, instance: str | None, settings: Settings, aws: AwsClients, kube: KubeClient
 ) -> str | None:
-    if settings.node_selector:
-        selected = {n["metadata"]["name"] for n in await kube.list_nodes(settings.node_selector)}
+    if settings.scope.node_selector:
+        selected = {
+            n["metadata"]["name"] for n in await kube.list_nodes(settings.scope.node_selector)
+        }
         if node not in selected:
-            return f"node does not match {settings.node_selector!r}"
+            return f"node does not match {settings.scope.node_selector!r}"
     ownership = Ownership(aws, settings)
     if not ownership.enabled:
         return None
@@ -130,7 +134,9 @@ def _spot_warning(
 ) -> Notice:
     """The notice assumed without a message: a Spot warning, now."""
     now = datetime.now(UTC)
-    seconds = deadline_seconds if deadline_seconds is not None else settings.spot_notice_seconds
+    seconds = (
+        deadline_seconds if deadline_seconds is not None else settings.drain.spot_notice_seconds
+    )
     return Notice(
         kind=NoticeKind.SPOT_INTERRUPTION,
         instance_ids=(instance_id,),

@@ -40,7 +40,7 @@ class LifecycleHooks:
             try:
                 found = await retry(
                     lambda: self._aws.autoscaling.describe_hook(hook.group, hook.name),
-                    delays=self._settings.retry_delays,
+                    delays=self._settings.calls.retry_delays,
                     what="describe lifecycle hook",
                 )
             except (TemporaryError, PermanentError) as exc:
@@ -55,7 +55,7 @@ class LifecycleHooks:
     async def hold(self, hook: HookRef, instance_id: str, done: asyncio.Event) -> None:
         """Send heartbeats well inside the heartbeat timeout until `done` is set."""
         info = await self.info(hook)
-        interval = max(1.0, info.heartbeat_timeout * self._settings.heartbeat_fraction)
+        interval = max(1.0, info.heartbeat_timeout * self._settings.hooks.heartbeat_fraction)
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=interval)
@@ -66,7 +66,7 @@ class LifecycleHooks:
                     lambda: self._aws.autoscaling.record_heartbeat(
                         hook.group, hook.name, hook.token, instance_id
                     ),
-                    delays=self._settings.retry_delays,
+                    delays=self._settings.calls.retry_delays,
                     what="lifecycle heartbeat",
                 )
             except (TemporaryError, PermanentError) as exc:
@@ -88,7 +88,7 @@ class LifecycleHooks:
                 lambda: self._aws.autoscaling.complete_lifecycle_action(
                     hook.group, hook.name, hook.token, instance_id, result
                 ),
-                delays=self._settings.retry_delays,
+                delays=self._settings.calls.retry_delays,
                 what="complete lifecycle action",
             )
         except HookActionGone as exc:

@@ -20,11 +20,11 @@ KUBERNETES_CLUSTER_TAG = "kubernetes.io/cluster/"
 
 def tag_rule(settings: Settings) -> tuple[tuple[str, str | None], ...]:
     """(key, value or None for "any value") pairs; an instance is ours if it has one."""
-    if settings.owner_tag:
-        key, sep, value = settings.owner_tag.partition("=")
+    if settings.scope.owner_tag:
+        key, sep, value = settings.scope.owner_tag.partition("=")
         return ((key.strip(), value.strip() if sep else None),)
-    if settings.cluster_name:
-        name = settings.cluster_name
+    if settings.scope.cluster_name:
+        name = settings.scope.cluster_name
         return ((KUBERNETES_CLUSTER_TAG + name, None), (EKS_CLUSTER_TAG, name))
     return ()
 
@@ -43,7 +43,7 @@ class Ownership:
     def __init__(self, aws: AwsClients, settings: Settings) -> None:
         self._aws = aws
         self._rule = tag_rule(settings)
-        self._max_age = max(settings.node_cache_seconds, 1.0)
+        self._max_age = max(settings.drain.node_cache_seconds, 1.0)
         self._tags: dict[InstanceId, tuple[float, InstanceInfo | None]] = {}
 
     @property

@@ -25,7 +25,7 @@ NOT_IN_CLUSTER = "instance is not in this cluster"
 
 def action_table(settings: Settings) -> dict[NoticeKind, Action]:
     """Each choosable kind's action from `LIFECYCLED_<KIND>_ACTION`."""
-    return {kind: Action(getattr(settings, f"{kind.value}_action")) for kind in CHOOSABLE}
+    return {kind: Action(getattr(settings.drain, f"{kind.value}_action")) for kind in CHOOSABLE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +40,8 @@ class Rules:
     def of(cls, settings: Settings) -> Rules:
         return cls(
             actions=action_table(settings),
-            max_hold_seconds=settings.lifecycle_max_hold_seconds,
-            spot_notice_seconds=settings.spot_notice_seconds,
+            max_hold_seconds=settings.hooks.max_hold_seconds,
+            spot_notice_seconds=settings.drain.spot_notice_seconds,
         )
 
 

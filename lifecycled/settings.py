@@ -2,14 +2,38 @@
 
 Where AWS and Kubernetes are reached is not a lifecycled setting: botocore's own
 AWS_ENDPOINT_URL / AWS_REGION chain and KUBECONFIG (or the in-cluster account) decide.
+
+Each setting has one flat name `<name>` (environment LIFECYCLED_<NAME>, flag --<name>,
+keyword `Settings(<name>=...)`, chart `config.<name>`) and lives in the group of its concern,
+read as `settings.<group>.<field>`. A field's flat name is its validation alias, or its own
+name when it has none; lower-case alias choices after the first are earlier names, still
+accepted, and upper-case ones are environment variables read as written (the downward API's).
+`SETTINGS` lists them all. Values are read as written: lists are comma-separated, never JSON.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from lifecycled.errors import ConfigError
 
@@ -36,49 +60,71 @@ def _split_floats(value: object) -> object:
     return value
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LIFECYCLED_", frozen=True, extra="forbid")
+class Group(BaseModel):
+    """The settings of one concern."""
 
-    # Where notices come from and what we act on.
-    source: Literal["sqs", "imds"] = "sqs"
-    platform: Literal["kubernetes", "ecs"] = "kubernetes"
-    queue_url: str | None = None
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+    )
+
+
+class Scope(Group):
+    """Which notices and instances are ours."""
+
     region: str | None = Field(default=None, description="Only accept notices from this region.")
-    allowed_accounts: Annotated[frozenset[str], NoDecode] = frozenset()
+    allowed_accounts: frozenset[str] = frozenset()
     # Unset region / accounts mean this handler's own (its credentials' account, its clients'
     # region) in queue mode; accepting notices that name any account or region is explicit.
     any_account_or_region: bool = False
-    metrics_address: str = "0.0.0.0:9090"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["json", "text"] = "json"
+    # Ownership: act only on this cluster's instances. `owner_tag` is `key` or `key=value`;
+    # unset with `cluster_name` set: the EKS tags kubernetes.io/cluster/<name> or
+    # aws:eks:cluster-name=<name>. `node_selector` (Kubernetes) is a label selector.
+    cluster_name: str | None = None
+    owner_tag: str | None = None
+    node_selector: str | None = None
+    _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
 
-    # DaemonSet mode (source=imds). The metadata endpoint follows botocore's convention,
-    # AWS_EC2_METADATA_SERVICE_ENDPOINT; the node name comes from the downward API.
-    node_name: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("LIFECYCLED_NODE_NAME", "NODE_NAME", "node_name"),
+
+class Queue(Group):
+    """Queue consumption (source=sqs)."""
+
+    url: str | None = Field(default=None, validation_alias="queue_url")
+    wait_seconds: int = Field(default=20, ge=0, le=20, validation_alias="sqs_wait_seconds")
+    max_messages: int = Field(default=10, ge=1, le=10, validation_alias="sqs_max_messages")
+    visibility_seconds: int = Field(
+        default=60, ge=5, le=43200, validation_alias="sqs_visibility_seconds"
     )
-    imds_poll_seconds: float = Field(default=2.0, gt=0, le=10)
+    concurrency: int = Field(default=32, ge=1, validation_alias="message_concurrency")
+    # A notice about an instance that is not ours: `delete` it (a queue per cluster), or
+    # `release` it for another cluster's handler (a shared queue).
+    not_ours: Literal["delete", "release"] = "delete"
+    not_ours_visibility_seconds: int = Field(default=2, ge=0, le=43200)
+    not_ours_max_forwards: int = Field(default=60, ge=0)
 
-    # Queue consumption.
-    sqs_wait_seconds: int = Field(default=20, ge=0, le=20)
-    sqs_max_messages: int = Field(default=10, ge=1, le=10)
-    sqs_visibility_seconds: int = Field(default=60, ge=5, le=43200)
-    message_concurrency: int = Field(default=32, ge=1)
 
-    # Drains.
+class Imds(Group):
+    """DaemonSet mode (source=imds).
+
+    The metadata endpoint follows botocore's convention, AWS_EC2_METADATA_SERVICE_ENDPOINT;
+    the node name comes from the downward API.
+    """
+
+    node_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("node_name", "NODE_NAME")
+    )
+    poll_seconds: float = Field(default=2.0, gt=0, le=10, validation_alias="imds_poll_seconds")
+
+
+class Drain(Group):
+    """What each notice does, and how drains run."""
+
     # What each notice kind does (the defaults are the table in docs/configuration.md, "Per-kind
-    # actions"); `none` records only.
+    # actions"); `none` records only. Named `<kind>_action` (plan.action_table).
     spot_interruption_action: ActionName = "drain"
     rebalance_recommendation_action: ActionName = Field(
         default="cordon",
         # LIFECYCLED_REBALANCE_ACTION is the setting's earlier name, still accepted.
-        validation_alias=AliasChoices(
-            "LIFECYCLED_REBALANCE_RECOMMENDATION_ACTION",
-            "LIFECYCLED_REBALANCE_ACTION",
-            "rebalance_recommendation_action",
-            "rebalance_action",
-        ),
+        validation_alias=AliasChoices("rebalance_recommendation_action", "rebalance_action"),
     )
     scheduled_change_action: ActionName = "drain"
     instance_state_change_action: ActionName = "drain"
@@ -88,103 +134,113 @@ class Settings(BaseSettings):
     rebalance_uncordon_after_seconds: float | None = Field(default=None, gt=0)
     spot_notice_seconds: float = Field(default=120.0, gt=0)
     deadline_margin_seconds: float = Field(default=5.0, ge=0)
-    drain_poll_seconds: float = Field(default=1.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0, validation_alias="drain_poll_seconds")
     eviction_retry_seconds: float = Field(default=2.0, gt=0)
-    lifecycle_max_hold_seconds: float = Field(default=3600.0, gt=0)
-    heartbeat_fraction: float = Field(default=0.5, gt=0, lt=1)
-    node_cache_seconds: float = Field(default=30.0, ge=0)
-    dedupe_seconds: float = Field(default=3600.0, ge=0)
-
-    # Jobs.
-    job_idempotent_default: bool = False
-    job_stop_lead_seconds: float = Field(default=180.0, ge=0)
-    requeue_max_attempts: int = Field(default=3, ge=0)
-    requeue_queue_url: str | None = None
-    launch_ready_timeout_seconds: float = Field(default=600.0, gt=0)
-
-    # High availability (Deployment mode, 2+ replicas).
-    leader_election: bool = False
-    lease_name: str = "lifecycled"
-    lease_namespace: str = Field(
-        default="default",
-        validation_alias=AliasChoices(
-            "LIFECYCLED_LEASE_NAMESPACE", "POD_NAMESPACE", "lease_namespace"
-        ),
-    )
-    lease_duration_seconds: int = Field(default=15, ge=2)  # the Lease holds whole seconds
-    lease_renew_seconds: float = Field(default=10.0, ge=1.5)
-    lease_retry_seconds: float = Field(default=2.0, ge=1)
-    identity: str | None = Field(
-        default=None, validation_alias=AliasChoices("LIFECYCLED_IDENTITY", "POD_NAME", "identity")
-    )
-
-    # Operator controls.
-    dry_run: bool = False  # decide, log and count; change nothing in Kubernetes or AWS
-    # Ownership: act only on this cluster's instances. `owner_tag` is `key` or `key=value`;
-    # unset with `cluster_name` set: the EKS tags kubernetes.io/cluster/<name> or
-    # aws:eks:cluster-name=<name>. `node_selector` (Kubernetes) is a label selector.
-    cluster_name: str | None = None
-    owner_tag: str | None = None
-    node_selector: str | None = None
-    # A notice about an instance that is not ours: `delete` it (a queue per cluster), or
-    # `release` it for another cluster's handler (a shared queue).
-    not_ours: Literal["delete", "release"] = "delete"
-    not_ours_visibility_seconds: int = Field(default=2, ge=0, le=43200)
-    not_ours_max_forwards: int = Field(default=60, ge=0)
-
-    # External calls.
-    api_timeout_seconds: float = Field(default=10.0, gt=0)
-    retry_delays: Annotated[tuple[float, ...], NoDecode] = (0.5, 1.0, 2.0, 5.0)
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
-
-    # ECS mode.
-    # Clusters to search for the instance's container instance (comma-separated names or
-    # ARNs); empty: every cluster in the region (ListClusters).
-    ecs_clusters: Annotated[frozenset[str], NoDecode] = frozenset()
-    # Services whose tasks stay until the end, as ECS's own DAEMON services do.
-    ecs_daemon_services: Annotated[frozenset[str], NoDecode] = frozenset()
-    ecs_rerun_idempotent: bool = False  # also re-run idempotent standalone tasks we stop
-    ecs_target_poll_seconds: float = Field(default=1.0, gt=0)  # DescribeTargetHealth interval
-    _ecs_csv = field_validator("ecs_clusters", "ecs_daemon_services", mode="before")(_split_csv)
-
-    # Load balancers (Kubernetes mode): take the node out before evicting its pods.
-    # Target groups to look in (ARNs), and/or tags that pick target groups (all must match).
-    lb_target_groups: Annotated[frozenset[str], NoDecode] = frozenset()
-    lb_target_group_tags: Annotated[dict[str, str | None], NoDecode] = Field(default_factory=dict)
-    lb_classic_names: Annotated[frozenset[str], NoDecode] = frozenset()  # Classic ELB names
-    lb_cache_seconds: float = Field(default=60.0, ge=0)  # target group list and attributes
-    lb_max_wait_seconds: float = Field(default=300.0, ge=0)  # longest wait for draining
-    lb_poll_seconds: float = Field(default=1.0, gt=0)  # DescribeTargetHealth interval
-    lb_exclude_label: bool = True  # node.kubernetes.io/exclude-from-external-load-balancers
-    _lb_csv = field_validator("lb_target_groups", "lb_classic_names", mode="before")(_split_csv)
-    _lb_tags = field_validator("lb_target_group_tags", mode="before")(_split_tags)
-
-    _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
-    _floats = field_validator("retry_delays", mode="before")(_split_floats)
-
-    @model_validator(mode="after")
-    def _check_source(self) -> Settings:
-        if self.source == "sqs" and not self.queue_url:
-            raise ValueError("LIFECYCLED_QUEUE_URL is required when LIFECYCLED_SOURCE=sqs")
-        if self.source == "imds" and not self.node_name:
-            raise ValueError(
-                "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
-            )
-        if self.owner_tag is not None and not self.owner_tag.partition("=")[0].strip():
-            raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
-        if self.leader_election and self.source != "sqs":
-            # A DaemonSet pod only ever acts on its own node: there is nothing to elect.
-            raise ValueError("LIFECYCLED_LEADER_ELECTION is for queue mode (LIFECYCLED_SOURCE=sqs)")
-        return self
+    node_cache_seconds: float = Field(default=30.0, ge=0)  # node list used to resolve instances
+    dedupe_seconds: float = Field(default=3600.0, ge=0)  # how long an event id is remembered
 
     @property
     def rebalance_action(self) -> ActionName:
         """The earlier name of `rebalance_recommendation_action`."""
         return self.rebalance_recommendation_action
 
+
+class Hooks(Group):
+    """Lifecycle hooks."""
+
+    max_hold_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias="lifecycle_max_hold_seconds"
+    )
+    heartbeat_fraction: float = Field(default=0.5, gt=0, lt=1)
+    launch_ready_timeout_seconds: float = Field(default=600.0, gt=0)
+
+
+class Jobs(Group):
+    """Jobs on a draining machine."""
+
+    idempotent_default: bool = Field(default=False, validation_alias="job_idempotent_default")
+    stop_lead_seconds: float = Field(default=180.0, ge=0, validation_alias="job_stop_lead_seconds")
+    requeue_max_attempts: int = Field(default=3, ge=0)
+    requeue_queue_url: str | None = None
+
+
+class LoadBalancers(Group):
+    """Load balancers (Kubernetes mode): take the node out before evicting its pods."""
+
+    # Target groups to look in (ARNs), and/or tags that pick target groups (all must match).
+    target_groups: frozenset[str] = Field(default=frozenset(), validation_alias="lb_target_groups")
+    target_group_tags: dict[str, str | None] = Field(
+        default_factory=dict, validation_alias="lb_target_group_tags"
+    )
+    classic_names: frozenset[str] = Field(  # Classic ELB names
+        default=frozenset(), validation_alias="lb_classic_names"
+    )
+    # target group list and attributes
+    cache_seconds: float = Field(default=60.0, ge=0, validation_alias="lb_cache_seconds")
+    # longest wait for draining
+    max_wait_seconds: float = Field(default=300.0, ge=0, validation_alias="lb_max_wait_seconds")
+    # DescribeTargetHealth interval
+    poll_seconds: float = Field(default=1.0, gt=0, validation_alias="lb_poll_seconds")
+    # node.kubernetes.io/exclude-from-external-load-balancers
+    exclude_label: bool = Field(default=True, validation_alias="lb_exclude_label")
+    _csv = field_validator("target_groups", "classic_names", mode="before")(_split_csv)
+    _tags = field_validator("target_group_tags", mode="before")(_split_tags)
+
     @property
-    def lb_target_groups_configured(self) -> bool:
-        return bool(self.lb_target_groups or self.lb_target_group_tags)
+    def target_groups_configured(self) -> bool:
+        return bool(self.target_groups or self.target_group_tags)
+
+
+class Ecs(Group):
+    """ECS mode (platform=ecs)."""
+
+    # Clusters to search for the instance's container instance (comma-separated names or
+    # ARNs); empty: every cluster in the region (ListClusters).
+    clusters: frozenset[str] = Field(default=frozenset(), validation_alias="ecs_clusters")
+    # Services whose tasks stay until the end, as ECS's own DAEMON services do.
+    daemon_services: frozenset[str] = Field(
+        default=frozenset(), validation_alias="ecs_daemon_services"
+    )
+    # also re-run idempotent standalone tasks we stop
+    rerun_idempotent: bool = Field(default=False, validation_alias="ecs_rerun_idempotent")
+    # DescribeTargetHealth interval
+    target_poll_seconds: float = Field(
+        default=1.0, gt=0, validation_alias="ecs_target_poll_seconds"
+    )
+    _csv = field_validator("clusters", "daemon_services", mode="before")(_split_csv)
+
+
+class Ha(Group):
+    """High availability (Deployment mode, 2+ replicas)."""
+
+    leader_election: bool = False
+    lease_name: str = "lifecycled"
+    lease_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("lease_namespace", "POD_NAMESPACE")
+    )
+    lease_duration_seconds: int = Field(default=15, ge=2)  # the Lease holds whole seconds
+    lease_renew_seconds: float = Field(default=10.0, ge=1.5)
+    lease_retry_seconds: float = Field(default=2.0, ge=1)
+    identity: str | None = Field(
+        default=None, validation_alias=AliasChoices("identity", "POD_NAME")
+    )
+
+
+class Calls(Group):
+    """External calls."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="api_timeout_seconds")
+    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    _floats = field_validator("retry_delays", mode="before")(_split_floats)
+
+
+class Observe(Group):
+    """Metrics and logs."""
+
+    metrics_address: str = "0.0.0.0:9090"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -192,9 +248,175 @@ class Settings(BaseSettings):
         return host or "0.0.0.0", int(port)
 
 
+class Settings(BaseSettings):
+    """All settings: `Settings(<name>=...)` by flat name, the rest from the environment."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **values: Any) -> None:
+        """By flat name (`drain_poll_seconds=...`) or by group (`drain=...`)."""
+        super().__init__(**values)
+
+    # Where notices come from and what we act on.
+    source: Literal["sqs", "imds"] = "sqs"
+    platform: Literal["kubernetes", "ecs"] = "kubernetes"
+    dry_run: bool = False  # decide, log and count; change nothing in Kubernetes or AWS
+
+    scope: Scope = Field(default_factory=Scope)
+    queue: Queue = Field(default_factory=Queue)
+    imds: Imds = Field(default_factory=Imds)
+    drain: Drain = Field(default_factory=Drain)
+    hooks: Hooks = Field(default_factory=Hooks)
+    jobs: Jobs = Field(default_factory=Jobs)
+    lb: LoadBalancers = Field(default_factory=LoadBalancers)
+    ecs: Ecs = Field(default_factory=Ecs)
+    ha: Ha = Field(default_factory=Ha)
+    calls: Calls = Field(default_factory=Calls)
+    observe: Observe = Field(default_factory=Observe)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        kwargs = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        return _Nested(settings_cls, _by_name(kwargs)), _Nested(settings_cls, _environment())
+
+    @model_validator(mode="after")
+    def _check_source(self) -> Settings:
+        if self.source == "sqs" and not self.queue.url:
+            raise ValueError("LIFECYCLED_QUEUE_URL is required when LIFECYCLED_SOURCE=sqs")
+        if self.source == "imds" and not self.imds.node_name:
+            raise ValueError(
+                "NODE_NAME (or LIFECYCLED_NODE_NAME) is required when LIFECYCLED_SOURCE=imds"
+            )
+        owner_tag = self.scope.owner_tag
+        if owner_tag is not None and not owner_tag.partition("=")[0].strip():
+            raise ValueError("LIFECYCLED_OWNER_TAG needs a tag key: `key` or `key=value`")
+        if self.ha.leader_election and self.source != "sqs":
+            # A DaemonSet pod only ever acts on its own node: there is nothing to elect.
+            raise ValueError("LIFECYCLED_LEADER_ELECTION is for queue mode (LIFECYCLED_SOURCE=sqs)")
+        return self
+
+
+# --- the flat names -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its flat name, where it lives, and how it is spelt outside."""
+
+    name: str  # LIFECYCLED_<NAME>, --<name>, Settings(<name>=...)
+    group: str | None  # the Settings attribute holding it; None: Settings itself
+    attr: str  # its field in the group
+    field: FieldInfo  # type, default, bounds, description
+    older: tuple[str, ...]  # earlier names, still accepted
+    env: tuple[str, ...]  # the environment variables read, the first one set wins
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.older)
+
+
+def _setting(group: str | None, attr: str, field: FieldInfo) -> Setting:
+    alias = field.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias or attr]
+    spelt = [c for c in choices if isinstance(c, str)]
+    names = [c for c in spelt if not c.isupper()]
+    env = [f"LIFECYCLED_{n.upper()}" for n in names] + [c for c in spelt if c.isupper()]
+    return Setting(names[0], group, attr, field, tuple(names[1:]), tuple(env))
+
+
+def _registry() -> dict[str, Setting]:
+    found: list[Setting] = []
+    for group, field in Settings.model_fields.items():
+        model = field.annotation
+        if isinstance(model, type) and issubclass(model, Group):
+            found += [_setting(group, a, f) for a, f in model.model_fields.items()]
+        else:
+            found.append(_setting(None, group, field))
+    return {s.name: s for s in found}
+
+
+SETTINGS: Mapping[str, Setting] = _registry()  # by flat name
+ENVIRONMENT = frozenset(env for s in SETTINGS.values() for env in s.env)
+_BY_ATTR = {(s.group, s.attr): s for s in SETTINGS.values()}
+_GROUPS = frozenset(s.group for s in SETTINGS.values() if s.group)
+
+
+def _by_name(values: Mapping[str, object]) -> dict[tuple[str | None, str], object]:
+    """Keyword arguments by (group, field); the flat name wins over earlier ones."""
+    found: dict[tuple[str | None, str], object] = {}
+    rest = dict(values)
+    for setting in SETTINGS.values():
+        for name in setting.names:
+            if name in rest:
+                found.setdefault((setting.group, setting.attr), rest.pop(name))
+    for key, value in rest.items():  # whole groups, or unknown names (refused as extra)
+        if key in _GROUPS and isinstance(value, BaseModel | Mapping):
+            for attr, inner in dict(value).items():
+                found.setdefault((key, attr), inner)
+        else:
+            found[(None, key)] = value
+    return found
+
+
+def _environment() -> dict[tuple[str | None, str], object]:
+    """The LIFECYCLED_* variables (and the downward API's) set, by (group, field)."""
+    env = {key.lower(): value for key, value in os.environ.items()}  # case-insensitive
+    found: dict[tuple[str | None, str], object] = {}
+    for setting in SETTINGS.values():
+        for name in setting.env:
+            if name.lower() in env:
+                found[(setting.group, setting.attr)] = env[name.lower()]
+                break
+    return found
+
+
+class _Nested(PydanticBaseSettingsSource):
+    """Values by (group, field) as Settings' nested input."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], values: dict[tuple[str | None, str], object]
+    ) -> None:
+        super().__init__(settings_cls)
+        self.values = values
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ gives everything at once
+
+    def __call__(self) -> dict[str, Any]:
+        nested: dict[str, Any] = {}
+        for (group, attr), value in self.values.items():
+            if group is None:
+                nested[attr] = value
+            else:
+                nested.setdefault(group, {})[attr] = value
+        return nested
+
+
+def _describe(exc: ValidationError) -> str:
+    """Pydantic's errors, each under the flat name of its setting."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        key = (loc[0], loc[1]) if len(loc) > 1 else (None, "".join(loc))
+        if key in _BY_ATTR:
+            lines.append(f"{_BY_ATTR[key].name}: {error['msg']} (got {error['input']!r})")
+        else:
+            lines.append(f"{'.'.join(loc)}: {error['msg']}" if loc else error["msg"])
+    return "; ".join(lines)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags) on top."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

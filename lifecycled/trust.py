@@ -21,16 +21,17 @@ log = logging.getLogger(__name__)
 
 async def scoped(settings: Settings, aws: AwsClients) -> Settings:
     """`settings` with the default scope filled in (queue mode, unless opted out)."""
-    if settings.source != "sqs" or settings.any_account_or_region:
-        if settings.any_account_or_region:
+    if settings.source != "sqs" or settings.scope.any_account_or_region:
+        if settings.scope.any_account_or_region:
             log.warning("accepting notices that name any account or region")
         return settings
-    accounts = settings.allowed_accounts
+    accounts = settings.scope.allowed_accounts
     if not accounts:
         account = await keep_trying(
-            aws.sts.caller_account, delays=settings.retry_delays, what="read own account"
+            aws.sts.caller_account, delays=settings.calls.retry_delays, what="read own account"
         )
         accounts = frozenset({account})
-    region = settings.region or aws.sts.region
+    region = settings.scope.region or aws.sts.region
     log.info("notices accepted from", extra=fields(accounts=sorted(accounts), region=region))
-    return settings.model_copy(update={"allowed_accounts": accounts, "region": region})
+    scope = settings.scope.model_copy(update={"allowed_accounts": accounts, "region": region})
+    return settings.model_copy(update={"scope": scope})

@@ -88,12 +88,13 @@ def setting_schema(annotation: Any, metadata: list[Any], default: Any) -> dict[s
 
 
 def config_schema() -> dict[str, Any]:
-    from lifecycled.settings import Settings
+    from lifecycled.settings import SETTINGS
 
     properties = {}
-    for name, field in Settings.model_fields.items():
+    for name, setting in SETTINGS.items():
         if name in CHART_OWNED:
             continue
+        field = setting.field
         schema = setting_schema(field.annotation, list(field.metadata), field.default)
         if field.description:
             schema["description"] = field.description

@@ -202,7 +202,7 @@ TARGET_LABELS = {"namespace", "job", "pod", "instance", "service", "container", 
 
 
 def check_workload(values: Doc, docs: list[Doc]) -> None:
-    from lifecycled.settings import Settings, load_settings
+    from lifecycled.settings import ENVIRONMENT, load_settings
 
     kinds = [d["kind"] for d in docs]
     want = "DaemonSet" if values["mode"] == "imds" else "Deployment"
@@ -226,19 +226,16 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
     env = container_env(container)
     names = [v["name"] for v in container["env"]]
     expect(len(names) == len(set(names)), f"duplicate environment variables: {names}")
-    unknown = {
-        n for n in env if n.startswith("LIFECYCLED_")
-        and n.removeprefix("LIFECYCLED_").lower() not in Settings.model_fields
-    }  # fmt: skip
+    unknown = {n for n in env if n.startswith("LIFECYCLED_") and n not in ENVIRONMENT}
     expect(not unknown, f"variables lifecycled does not read: {sorted(unknown)}")
     with environment(env):
         settings = load_settings()
     expect(settings.source == ("imds" if values["mode"] == "imds" else "sqs"), "source")
     expect(settings.platform == values["platform"], "platform")
-    expect(settings.leader_election is bool(values["leaderElection"]["enabled"]), "election")
-    expect(settings.lease_namespace == NAMESPACE, "the Lease is not in the release namespace")
-    expect(settings.identity == FIELD_REFS["metadata.name"], "identity is not POD_NAME")
-    port = settings.metrics_host_port[1]
+    expect(settings.ha.leader_election is bool(values["leaderElection"]["enabled"]), "election")
+    expect(settings.ha.lease_namespace == NAMESPACE, "the Lease is not in the release namespace")
+    expect(settings.ha.identity == FIELD_REFS["metadata.name"], "identity is not POD_NAME")
+    port = settings.observe.metrics_host_port[1]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     expect(ports.get("metrics") == port == values["metrics"]["port"], "metrics port mismatch")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -253,7 +250,7 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
         expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
 
     if values["mode"] == "imds":
-        expect(settings.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
+        expect(settings.imds.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
         tolerations = pod.get("tolerations", [])
         expect(
             any(t.get("operator") == "Exists" and "key" not in t for t in tolerations)

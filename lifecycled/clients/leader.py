@@ -28,9 +28,9 @@ Work = Callable[[asyncio.Event, asyncio.Event], Awaitable[None]]
 
 async def lead(settings: Settings, metrics: Metrics, stop: asyncio.Event, work: Work) -> None:
     """Stand for election until `stop`; run `work` for as long as we hold the lease."""
-    identity = settings.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    identity = settings.ha.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     async with KubeClient.open(
-        metrics, settings.api_timeout_seconds, settings.retry_delays
+        metrics, settings.calls.timeout_seconds, settings.calls.retry_delays
     ) as kube:
         while not stop.is_set():
             await _term(settings, metrics, stop, work, kube, identity)
@@ -62,12 +62,12 @@ async def _term(
         metrics.leader.set(0)
         log.warning("lost leadership", extra=fields(identity=identity))
 
-    lock = LeaseLock(settings.lease_name, settings.lease_namespace, identity, kube.api)
+    lock = LeaseLock(settings.ha.lease_name, settings.ha.lease_namespace, identity, kube.api)
     config = ElectionConfig(
         lock,
-        lease_duration=settings.lease_duration_seconds,
-        renew_deadline=settings.lease_renew_seconds,
-        retry_period=settings.lease_retry_seconds,
+        lease_duration=settings.ha.lease_duration_seconds,
+        renew_deadline=settings.ha.lease_renew_seconds,
+        retry_period=settings.ha.lease_retry_seconds,
         onstarted_leading=started,
         onstopped_leading=stopped,
     )
@@ -85,4 +85,4 @@ async def _term(
     error = outcomes[0]
     if isinstance(error, Exception):
         log.error("leader election failed; will retry: %r", error, extra=fields(error=repr(error)))
-        await asyncio.sleep(settings.lease_retry_seconds)
+        await asyncio.sleep(settings.ha.lease_retry_seconds)

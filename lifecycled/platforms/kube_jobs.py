@@ -188,7 +188,7 @@ class JobRequeuer:
         if declared is None and owner is not None and owner.get("kind") == "Job":
             job = await self._job(str(pod["metadata"].get("namespace")), str(owner["name"]))
             declared = annotations_of(job).get(IDEMPOTENT_ANNOTATION) if job else None
-        default = self._settings.job_idempotent_default
+        default = self._settings.jobs.idempotent_default
         return Workload(is_job=True, idempotent=parse_flag(declared, default))
 
     async def _job(self, namespace: str, name: str) -> JsonDict | None:
@@ -223,7 +223,7 @@ class JobRequeuer:
             return False
         return await retry(
             lambda: self._requeue(target, node, reason),
-            delays=self._settings.retry_delays,
+            delays=self._settings.calls.retry_delays,
             what=f"requeue {target.describe()}",
             on=ConflictError,  # a concurrent writer: read again; the client retries the rest
         )
@@ -237,7 +237,7 @@ class JobRequeuer:
         record = RequeueRecord.from_json(text) if text else None
         if record is None:
             attempt = int(annotations_of(original).get(ATTEMPT_ANNOTATION, "0") or 0) + 1
-            if attempt > self._settings.requeue_max_attempts:
+            if attempt > self._settings.jobs.requeue_max_attempts:
                 await self._limit_reached(original, attempt)
                 return False
             name = str(original["metadata"]["name"])
@@ -271,7 +271,7 @@ class JobRequeuer:
 
     async def _start_copy(self, target: _Target, original: JsonDict, record: RequeueRecord) -> None:
         body = target.copy(original, record)
-        if self._settings.requeue_queue_url:
+        if self._settings.jobs.requeue_queue_url:
             await self._hand_off(original, body, record)
             return
         # AlreadyExists: an earlier attempt (or another handler) created it. Exactly once.
@@ -280,7 +280,7 @@ class JobRequeuer:
         log.info("requeue copy created", extra=fields(job=target.describe(), copy=record.copy))
 
     async def _hand_off(self, original: JsonDict, body: JsonDict, record: RequeueRecord) -> None:
-        assert self._settings.requeue_queue_url
+        assert self._settings.jobs.requeue_queue_url
         meta = original["metadata"]
         message = {
             "kind": "lifecycled.requeue",
@@ -297,7 +297,7 @@ class JobRequeuer:
             "manifest": body,
         }
         await self._aws.sqs.send_message(
-            self._settings.requeue_queue_url,
+            self._settings.jobs.requeue_queue_url,
             json.dumps(message, sort_keys=True),
             deduplication_id=f"{meta.get('uid', meta['name'])}-{record.attempt}",
             group_id=f"{meta.get('namespace')}/{meta['name']}",
@@ -308,13 +308,13 @@ class JobRequeuer:
         name = original["metadata"]["name"]
         log.error(
             "job reached its requeue limit; not requeued",
-            extra=fields(job=name, attempt=attempt, limit=self._settings.requeue_max_attempts),
+            extra=fields(job=name, attempt=attempt, limit=self._settings.jobs.requeue_max_attempts),
         )
         await self._events.emit(
             original,
             "RequeueLimitReached",
             f"attempt {attempt} exceeds the limit of "
-            f"{self._settings.requeue_max_attempts}; not requeued",
+            f"{self._settings.jobs.requeue_max_attempts}; not requeued",
             warning=True,
         )
 

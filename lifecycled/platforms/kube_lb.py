@@ -99,20 +99,20 @@ class LoadBalancers:
         self._aws = aws
         self._settings = settings
         self._metrics = metrics
-        self._groups = TargetGroups(aws, settings.lb_cache_seconds)
-        self._searched: Cache[str, list[str]] = Cache(settings.lb_cache_seconds)
-        self._classic_delays: Cache[str, float] = Cache(settings.lb_cache_seconds)
+        self._groups = TargetGroups(aws, settings.lb.cache_seconds)
+        self._searched: Cache[str, list[str]] = Cache(settings.lb.cache_seconds)
+        self._classic_delays: Cache[str, float] = Cache(settings.lb.cache_seconds)
 
     @property
     def enabled(self) -> bool:
-        return self._settings.lb_target_groups_configured or bool(self._settings.lb_classic_names)
+        return self._settings.lb.target_groups_configured or bool(self._settings.lb.classic_names)
 
     # --- the label (part of the cordon patch) ----------------------------------------------
 
     def exclude(self, current: JsonDict, record: DrainRecord, patch: JsonDict) -> None:
         """Add the exclude label to a drain's cordon patch, remembering that we added it.
         Cordon-only notices (a rebalance recommendation) leave the node in service."""
-        if not self._settings.lb_exclude_label or record.action is not Action.DRAIN:
+        if not self._settings.lb.exclude_label or record.action is not Action.DRAIN:
             return
         if EXCLUDE_LABEL in (current["metadata"].get("labels") or {}):
             return  # someone else's (or ours from an earlier drain: its annotation stays)
@@ -138,7 +138,7 @@ class LoadBalancers:
         if not self.enabled:
             return False
         loop = asyncio.get_running_loop()
-        hard_end = loop.time() + self._settings.lb_max_wait_seconds
+        hard_end = loop.time() + self._settings.lb.max_wait_seconds
         grace = max_grace(pods)
 
         def limit() -> float:
@@ -148,7 +148,7 @@ class LoadBalancers:
         instance = drain.record.instance_id
         try:
             # Finding and deregistering gets at least one API timeout, even with no time left.
-            budget = max(limit(), loop.time() + self._settings.api_timeout_seconds)
+            budget = max(limit(), loop.time() + self._settings.calls.timeout_seconds)
             async with asyncio.timeout_at(budget):
                 found = await self._deregister(node, instance)
             if not found:
@@ -197,7 +197,7 @@ class LoadBalancers:
             checks.append(partial(self._classic_gone, name, found.instance))
             delays.append(await self._classic_delay(name))
         outcome, waited = await wait_gone(
-            checks, delay=max(delays), limit=limit, poll=self._settings.lb_poll_seconds
+            checks, delay=max(delays), limit=limit, poll=self._settings.lb.poll_seconds
         )
         self._metrics.lb_wait.labels(outcome).observe(waited)
         log.info(
@@ -231,15 +231,15 @@ class LoadBalancers:
 
     async def membership(self, instance: str) -> Membership:
         found = Membership(instance)
-        if self._settings.lb_target_groups_configured:
+        if self._settings.lb.target_groups_configured:
             arns = await self._groups_to_search()
             # One DescribeTargetHealth per group, at once: a Spot warning leaves two minutes.
             listed = await asyncio.gather(*(self._targets_in(arn, instance) for arn in arns))
             found.target_groups = {
                 arn: targets for arn, targets in zip(arns, listed, strict=True) if targets
             }
-        if self._settings.lb_classic_names:
-            names = sorted(self._settings.lb_classic_names)
+        if self._settings.lb.classic_names:
+            names = sorted(self._settings.lb.classic_names)
             members = await self._aws.elb.classic_instances(names)
             found.classic = [name for name in names if instance in members.get(name, [])]
         return found
@@ -256,8 +256,8 @@ class LoadBalancers:
         cached = self._searched.get("groups")
         if cached is not None:
             return cached
-        described = await self._describe_named(sorted(self._settings.lb_target_groups))
-        wanted = self._settings.lb_target_group_tags
+        described = await self._describe_named(sorted(self._settings.lb.target_groups))
+        wanted = self._settings.lb.target_group_tags
         if wanted:
             every = await self._aws.elbv2.describe_target_groups()
             tags = await self._aws.elbv2.target_group_tags([g.arn for g in every])

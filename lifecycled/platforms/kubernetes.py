@@ -125,7 +125,9 @@ class KubernetesPlatform:
         self._kube = kube
         self._settings = settings
         self._metrics = metrics
-        self._index = NodeIndex(kube, aws, settings.node_cache_seconds, settings.node_selector)
+        self._index = NodeIndex(
+            kube, aws, settings.drain.node_cache_seconds, settings.scope.node_selector
+        )
         self._events = EventRecorder(kube.create_event)
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
@@ -153,7 +155,7 @@ class KubernetesPlatform:
 
         await retry(
             attempt,
-            delays=self._settings.retry_delays,
+            delays=self._settings.calls.retry_delays,
             what=f"record drain on {node}",
             on=ConflictError,
         )
@@ -184,7 +186,10 @@ class KubernetesPlatform:
             await self._kube.patch_node(node, patch)
 
         await retry(
-            attempt, delays=self._settings.retry_delays, what=f"uncordon {node}", on=ConflictError
+            attempt,
+            delays=self._settings.calls.retry_delays,
+            what=f"uncordon {node}",
+            on=ConflictError,
         )
 
     async def preview(self, node: str, record: DrainRecord) -> list[dict[str, str]]:
@@ -194,7 +199,7 @@ class KubernetesPlatform:
             await self._list_pods(node),
             self._jobs,
             remaining=remaining,
-            stop_lead=self._settings.job_stop_lead_seconds,
+            stop_lead=self._settings.jobs.stop_lead_seconds,
         )
 
     async def ready(self, node: str) -> bool:
@@ -235,8 +240,8 @@ class KubernetesPlatform:
         return await vacate_loop(
             pods,
             drain,
-            poll=self._settings.drain_poll_seconds,
-            retry_delays=self._settings.retry_delays,
+            poll=self._settings.drain.poll_seconds,
+            retry_delays=self._settings.calls.retry_delays,
             metrics=self._metrics,
         )
 
@@ -313,7 +318,7 @@ class _Pods(Items[JsonDict]):
         decision = decide(
             workload,
             remaining=self._drain.remaining(),
-            stop_lead=self._settings.job_stop_lead_seconds,
+            stop_lead=self._settings.jobs.stop_lead_seconds,
         )
         if decision is Decision.WAIT:
             if ref.uid not in self._waiting:
@@ -382,7 +387,7 @@ class _Pods(Items[JsonDict]):
         except EvictionBlocked as exc:
             self._metrics.evictions.labels("blocked_by_budget").inc()
             log.info("eviction refused by disruption budget; will retry", extra=where)
-            delay = exc.delay or self._settings.eviction_retry_seconds
+            delay = exc.delay or self._settings.drain.eviction_retry_seconds
             self._next_try[pod.uid] = loop.time() + delay
             return
         except (TemporaryError, PermanentError) as exc:
@@ -391,7 +396,7 @@ class _Pods(Items[JsonDict]):
                 "eviction failed; will retry",
                 extra=fields(node=self._node, pod=f"{pod.namespace}/{pod.name}", error=str(exc)),
             )
-            self._next_try[pod.uid] = loop.time() + self._settings.eviction_retry_seconds
+            self._next_try[pod.uid] = loop.time() + self._settings.drain.eviction_retry_seconds
             return
         self._metrics.evictions.labels(outcome.value).inc()
         # Evicted pods terminate over their grace period; we wait for them to be gone.

@@ -118,7 +118,7 @@ class Poller:
     async def _spot(self, text: str | None) -> list[Notice]:
         if text is None:
             return []
-        lead = timedelta(seconds=self._settings.spot_notice_seconds)
+        lead = timedelta(seconds=self._settings.drain.spot_notice_seconds)
         return [spot_notice(text, self._me, datetime.now(UTC), lead)]
 
     async def _rebalance(self, text: str | None) -> list[Notice]:
@@ -179,7 +179,7 @@ class ImdsSource:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set; `ready` is set once a whole poll succeeded."""
-        timeout = min(DEFAULT_TIMEOUT, self._settings.api_timeout_seconds)
+        timeout = min(DEFAULT_TIMEOUT, self._settings.calls.timeout_seconds)
         async with ImdsClient.open(self._metrics, timeout_seconds=timeout) as imds:
             me = await self._identify(imds, stop)
             if me is None:
@@ -188,8 +188,8 @@ class ImdsSource:
                 "watching instance metadata",
                 extra=fields(
                     instance=me.instance_id,
-                    node=self._settings.node_name,
-                    every=self._settings.imds_poll_seconds,
+                    node=self._settings.imds.node_name,
+                    every=self._settings.imds.poll_seconds,
                 ),
             )
             poller = Poller(imds, me, self._hooks, self._settings, self._metrics)
@@ -218,8 +218,8 @@ class ImdsSource:
         self._metrics.imds_polls.labels("ok" if ok else "error").inc()
 
     def _pause(self, ok: bool) -> float:
-        pause = self._settings.imds_poll_seconds * random.uniform(*JITTER)
-        delays = self._settings.retry_delays
+        pause = self._settings.imds.poll_seconds * random.uniform(*JITTER)
+        delays = self._settings.calls.retry_delays
         if ok or not delays:
             return pause
         return max(pause, delays[min(self._failures, len(delays)) - 1])
@@ -229,8 +229,8 @@ class ImdsSource:
             return
         checked = check_scope(
             notice,
-            allowed_accounts=self._settings.allowed_accounts,
-            region=self._settings.region,
+            allowed_accounts=self._settings.scope.allowed_accounts,
+            region=self._settings.scope.region,
         )
         if isinstance(checked, Rejected):
             self._handled.add(notice.event_id)
@@ -277,11 +277,13 @@ class ImdsSource:
 async def with_own_region(settings: Settings, metrics: Metrics) -> Settings:
     """`settings` with the instance's own region (placement/region) when nothing names one:
     a DaemonSet pod needs no AWS_REGION, as it runs on the machine it asks about."""
-    timeout = min(DEFAULT_TIMEOUT, settings.api_timeout_seconds)
+    timeout = min(DEFAULT_TIMEOUT, settings.calls.timeout_seconds)
     async with ImdsClient.open(metrics, timeout_seconds=timeout) as imds:
         try:
             text = await retry(
-                lambda: imds.get(REGION_PATH), delays=settings.retry_delays, what="IMDS region"
+                lambda: imds.get(REGION_PATH),
+                delays=settings.calls.retry_delays,
+                what="IMDS region",
             )
         except (TemporaryError, PermanentError) as exc:
             raise ConfigError(
@@ -290,7 +292,8 @@ async def with_own_region(settings: Settings, metrics: Metrics) -> Settings:
     if not text or not text.strip():
         raise ConfigError(f"no AWS region: set AWS_REGION or LIFECYCLED_REGION ({REGION_PATH})")
     log.info("AWS region from instance metadata", extra=fields(region=text.strip()))
-    return settings.model_copy(update={"region": text.strip()})
+    scope = settings.scope.model_copy(update={"region": text.strip()})
+    return settings.model_copy(update={"scope": scope})
 
 
 async def read_identity(imds: ImdsClient) -> Identity:

@@ -41,13 +41,13 @@ class SqsSource:
     def __init__(
         self, aws: AwsClients, settings: Settings, metrics: Metrics, handle: Handler
     ) -> None:
-        assert settings.queue_url
+        assert settings.queue.url
         self._aws = aws
-        self._queue_url = settings.queue_url
+        self._queue_url = settings.queue.url
         self._settings = settings
         self._metrics = metrics
         self._handle = handle
-        self._slots = asyncio.Semaphore(settings.message_concurrency)
+        self._slots = asyncio.Semaphore(settings.queue.concurrency)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -69,7 +69,7 @@ class SqsSource:
         """Consume until `stop` is set; then let in-flight messages finish (bounded by grace)."""
         redrive = await keep_trying(
             lambda: self._aws.sqs.redrive(self._queue_url),
-            delays=self._settings.retry_delays,
+            delays=self._settings.calls.retry_delays,
             what="read the queue's redrive policy",
         )
         self._max_receives = redrive.max_receive_count if redrive else None
@@ -93,9 +93,9 @@ class SqsSource:
         receive = asyncio.ensure_future(
             self._aws.sqs.receive(
                 self._queue_url,
-                max_messages=min(self._settings.sqs_max_messages, self._free_slots()),
-                wait_seconds=self._settings.sqs_wait_seconds,
-                visibility_seconds=self._settings.sqs_visibility_seconds,
+                max_messages=min(self._settings.queue.max_messages, self._free_slots()),
+                wait_seconds=self._settings.queue.wait_seconds,
+                visibility_seconds=self._settings.queue.visibility_seconds,
             )
         )
         stopping = asyncio.ensure_future(stop.wait())
@@ -116,7 +116,7 @@ class SqsSource:
         except LifecycledError as exc:
             log.error("receiving from the queue failed", extra=fields(error=str(exc)))
             await asyncio.sleep(
-                self._settings.retry_delays[-1] if self._settings.retry_delays else 1
+                self._settings.calls.retry_delays[-1] if self._settings.calls.retry_delays else 1
             )
             return []
         self._metrics.messages.labels("received").inc(len(batch))
@@ -128,7 +128,7 @@ class SqsSource:
     async def _drain_in_flight(self) -> None:
         # Phase two of shutdown: in-flight messages only need to record intent (seconds).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._settings.shutdown_grace_seconds)
+            await asyncio.wait_for(self._idle.wait(), self._settings.calls.shutdown_grace_seconds)
 
     async def _guarded(self, message: QueueMessage) -> None:
         try:
@@ -148,8 +148,8 @@ class SqsSource:
         if isinstance(result, Notice):
             result = check_scope(
                 result,
-                allowed_accounts=self._settings.allowed_accounts,
-                region=self._settings.region,
+                allowed_accounts=self._settings.scope.allowed_accounts,
+                region=self._settings.scope.region,
             )
         if isinstance(result, Rejected):
             await self._reject(message, result)
@@ -199,7 +199,7 @@ class SqsSource:
         await self._delete(message)
 
     async def _not_ours(self, message: QueueMessage) -> None:
-        if self._settings.not_ours == "delete":
+        if self._settings.queue.not_ours == "delete":
             await self._delete(message)
             self._metrics.not_ours_messages.labels("deleted").inc()
             return
@@ -210,12 +210,12 @@ class SqsSource:
             await self._aws.sqs.change_visibility(
                 self._queue_url,
                 message.receipt_handle,
-                self._settings.not_ours_visibility_seconds,
+                self._settings.queue.not_ours_visibility_seconds,
             )
             self._metrics.not_ours_messages.labels("released").inc()
             return
         # The next receive would dead-letter it, though it is only meant for someone else.
-        if message.forwards >= self._settings.not_ours_max_forwards:
+        if message.forwards >= self._settings.queue.not_ours_max_forwards:
             log.warning(
                 "no handler claimed this notice; dropped",
                 extra=fields(message_id=message.message_id, forwards=message.forwards),
@@ -282,7 +282,7 @@ class SqsSource:
     @contextlib.asynccontextmanager
     async def _keep_invisible(self, message: QueueMessage) -> AsyncIterator[None]:
         """Extend the message's visibility while it is being handled."""
-        period = self._settings.sqs_visibility_seconds / 2
+        period = self._settings.queue.visibility_seconds / 2
 
         async def extend() -> None:
             while True:
@@ -291,7 +291,7 @@ class SqsSource:
                     await self._aws.sqs.change_visibility(
                         self._queue_url,
                         message.receipt_handle,
-                        self._settings.sqs_visibility_seconds,
+                        self._settings.queue.visibility_seconds,
                     )
 
         extender = asyncio.create_task(extend(), name=f"visibility-{message.message_id}")

@@ -87,7 +87,10 @@ async def test_completing_a_gone_action_is_not_an_error() -> None:
 
 async def test_heartbeats_stop_once_the_action_is_gone() -> None:
     gone = failing(client_error("ValidationError", "No active Lifecycle Action found"))
-    quick = settings().model_copy(update={"heartbeat_fraction": 0})  # one beat a second
+    base = settings()  # heartbeat_fraction 0: one beat a second
+    quick = base.model_copy(
+        update={"hooks": base.hooks.model_copy(update={"heartbeat_fraction": 0})}
+    )
     hooks = LifecycleHooks(gone, quick, Metrics())
     await asyncio.wait_for(hooks.hold(HOOK, "i-1", asyncio.Event()), 5)  # returns, not loops
 

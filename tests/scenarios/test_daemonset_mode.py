@@ -225,7 +225,7 @@ async def test_with_no_region_configured_the_pod_takes_its_machines_own(
     machine = stack.machines[0]
     imds.set_target_lifecycle_state("InService")
     async with daemonset_mode(stack, machine) as service:
-        assert service.settings.region == stack.aws.region
+        assert service.settings.scope.region == stack.aws.region
         stack.aws.scale_in(stack.group, machine.instance_id)  # needs AWS: the hook's release
         imds.set_target_lifecycle_state("Terminated")
 

@@ -96,9 +96,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LIFECYCLED_ALLOWED_ACCOUNTS", "111111111111, 222222222222")
     monkeypatch.setenv("LIFECYCLED_RETRY_DELAYS", "0.1,1,3")
     settings = load_settings()
-    assert settings.allowed_accounts == frozenset({"111111111111", "222222222222"})
-    assert settings.retry_delays == (0.1, 1.0, 3.0)
-    assert load_settings(rebalance_action="drain").rebalance_action == "drain"
+    assert settings.scope.allowed_accounts == frozenset({"111111111111", "222222222222"})
+    assert settings.calls.retry_delays == (0.1, 1.0, 3.0)
+    assert load_settings(rebalance_action="drain").drain.rebalance_action == "drain"
 
 
 def test_settings_refuse_nonsense(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,13 +81,16 @@ def test_a_gone_state_is_recorded_whatever_the_state_change_action() -> None:
 
 
 def test_rebalance_action_is_still_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert load_settings(**Q, rebalance_action="drain").rebalance_recommendation_action == "drain"
+    assert (
+        load_settings(**Q, rebalance_action="drain").drain.rebalance_recommendation_action
+        == "drain"
+    )
     monkeypatch.setenv("LIFECYCLED_REBALANCE_ACTION", "none")
-    assert load_settings(**Q).rebalance_recommendation_action == "none"
-    assert load_settings(**Q).rebalance_action == "none"
+    assert load_settings(**Q).drain.rebalance_recommendation_action == "none"
+    assert load_settings(**Q).drain.rebalance_action == "none"
     # The new name wins over the old one.
     monkeypatch.setenv("LIFECYCLED_REBALANCE_RECOMMENDATION_ACTION", "drain")
-    assert load_settings(**Q).rebalance_recommendation_action == "drain"
+    assert load_settings(**Q).drain.rebalance_recommendation_action == "drain"
 
 
 def test_explain_follows_the_action_settings() -> None:
@@ -164,4 +167,4 @@ def test_the_older_flag_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_serve", serve)
     monkeypatch.setattr(cli, "setup_logging", lambda *_: None)
     assert cli.main(["run", "--queue-url", "http://q", "--rebalance-action", "drain"]) == 0
-    assert seen["settings"].rebalance_recommendation_action == "drain"
+    assert seen["settings"].drain.rebalance_recommendation_action == "drain"

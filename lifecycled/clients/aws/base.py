@@ -106,13 +106,13 @@ async def open_clients(
     session = get_session()
     region = region_of(settings)
     base = AioConfig(
-        connect_timeout=settings.api_timeout_seconds,
-        read_timeout=settings.api_timeout_seconds,
+        connect_timeout=settings.calls.timeout_seconds,
+        read_timeout=settings.calls.timeout_seconds,
         retries={"mode": "standard", "max_attempts": 4},
     )
     # Long polls hold the connection for up to WaitTimeSeconds.
     sqs = base.merge(
-        AioConfig(read_timeout=settings.sqs_wait_seconds + settings.api_timeout_seconds)
+        AioConfig(read_timeout=settings.queue.wait_seconds + settings.calls.timeout_seconds)
     )
     async with contextlib.AsyncExitStack() as stack:
         clients: dict[str, Any] = {}
@@ -129,7 +129,7 @@ async def open_clients(
 def region_of(settings: Settings) -> str | None:
     """LIFECYCLED_REGION, else AWS_REGION (what the other SDKs and EKS's webhooks set, and
     botocore alone ignores), else None: botocore's chain (AWS_DEFAULT_REGION, config file)."""
-    return settings.region or os.environ.get("AWS_REGION") or None
+    return settings.scope.region or os.environ.get("AWS_REGION") or None
 
 
 def region_known(settings: Settings) -> bool:

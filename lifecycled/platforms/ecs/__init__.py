@@ -44,7 +44,7 @@ class EcsPlatform:
         self._settings = settings
         self._metrics = metrics
         self._index = ContainerInstanceIndex(
-            aws, settings.ecs_clusters, settings.node_cache_seconds
+            aws, settings.ecs.clusters, settings.drain.node_cache_seconds
         )
         self._services = ServiceTasks(aws, settings, metrics)
         self._jobs = StandaloneTasks(aws, settings, metrics, self._services)
@@ -60,13 +60,13 @@ class EcsPlatform:
         values = record_attributes(record)
         await retry(
             lambda: self._aws.ecs.put_attributes(cluster, arn, values),
-            delays=self._settings.retry_delays,
+            delays=self._settings.calls.retry_delays,
             what=f"record drain on {arn}",
         )
         if cordon:
             await retry(
                 lambda: self._aws.ecs.set_container_instance_state(cluster, arn, DRAINING),
-                delays=self._settings.retry_delays,
+                delays=self._settings.calls.retry_delays,
                 what=f"set {arn} DRAINING",
             )
 
@@ -76,7 +76,7 @@ class EcsPlatform:
         await self.write_record(target, record, cordon=False)
         await retry(
             lambda: self._aws.ecs.set_container_instance_state(cluster, arn, ACTIVE),
-            delays=self._settings.retry_delays,
+            delays=self._settings.calls.retry_delays,
             what=f"set {arn} ACTIVE",
         )
 
@@ -111,8 +111,8 @@ class EcsPlatform:
         return await vacate_loop(
             tasks,
             drain,
-            poll=self._settings.drain_poll_seconds,
-            retry_delays=self._settings.retry_delays,
+            poll=self._settings.drain.poll_seconds,
+            retry_delays=self._settings.calls.retry_delays,
             metrics=self._metrics,
         )
 
@@ -166,7 +166,7 @@ class _Tasks(Items[EcsTask]):
             return await self._aws.ecs.describe_tasks(cluster, fresh) if fresh else []
 
         tasks = await retry(
-            listing, delays=self._settings.retry_delays, what=f"list tasks on {arn}"
+            listing, delays=self._settings.calls.retry_delays, what=f"list tasks on {arn}"
         )
         left = []
         for task in tasks:
@@ -182,7 +182,7 @@ class _Tasks(Items[EcsTask]):
             return None  # being stopped already; wait for STOPPED
         cluster, drain = self._cluster, self._drain
         remaining = drain.remaining()
-        stop_lead = self._settings.job_stop_lead_seconds
+        stop_lead = self._settings.jobs.stop_lead_seconds
         reason = str(drain.record.kind)
         instance = drain.record.instance_id
         if task.service is not None:
@@ -197,6 +197,6 @@ class _Tasks(Items[EcsTask]):
         )
         if decision is Decision.WAIT:
             return None
-        if decision is Decision.REQUEUE or self._settings.ecs_rerun_idempotent:
+        if decision is Decision.REQUEUE or self._settings.ecs.rerun_idempotent:
             return partial(self._jobs.requeue, cluster, task, instance, reason)
         return partial(self._jobs.stop, cluster, task, instance, reason, "job")

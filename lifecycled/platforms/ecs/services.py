@@ -41,10 +41,10 @@ class ServiceTasks:
         self._settings = settings
         self._metrics = metrics
         self._services: Cache[tuple[str, str], EcsService | None] = Cache(
-            settings.node_cache_seconds
+            settings.drain.node_cache_seconds
         )
         self._definitions: Cache[str, TaskDefinitionInfo] = Cache(float("inf"))
-        self._groups = TargetGroups(aws, settings.node_cache_seconds)
+        self._groups = TargetGroups(aws, settings.drain.node_cache_seconds)
 
     async def service(self, cluster: str, name: str) -> EcsService | None:
         key = (cluster, name)
@@ -63,7 +63,7 @@ class ServiceTasks:
     async def is_daemon(self, cluster: str, task: EcsTask) -> bool:
         if task.service is None:
             return False
-        if task.service in self._settings.ecs_daemon_services:
+        if task.service in self._settings.ecs.daemon_services:
             return True
         service = await self.service(cluster, task.service)
         return service is not None and service.scheduling_strategy == "DAEMON"
@@ -113,7 +113,7 @@ class ServiceTasks:
             checks,
             delay=delay,
             limit=lambda: drain.cutoff() - stop_timeout,
-            poll=self._settings.ecs_target_poll_seconds,
+            poll=self._settings.ecs.target_poll_seconds,
         )
         left = outcome is WaitOutcome.UNUSED
         self._metrics.target_drain_wait.labels("left" if left else "cut_short").observe(waited)

@@ -89,7 +89,7 @@ class StandaloneTasks:
 
     async def idempotent(self, task: EcsTask) -> bool:
         """The task's tag, else its task definition's tag, else the configured default."""
-        default = self._settings.job_idempotent_default
+        default = self._settings.jobs.idempotent_default
         if IDEMPOTENT_ANNOTATION in task.tags:
             return parse_flag(task.tags[IDEMPOTENT_ANNOTATION], default)
         definition = await self._services.definition(task.task_definition_arn)
@@ -110,7 +110,7 @@ class StandaloneTasks:
         record = requeue_from_tag(text) if text else None
         if record is None:
             attempt = int(task.tags.get(ATTEMPT_ANNOTATION, "0") or 0) + 1
-            if attempt > self._settings.requeue_max_attempts:
+            if attempt > self._settings.jobs.requeue_max_attempts:
                 self._limit_reached(task, attempt)
                 await self.stop(cluster, task, instance_id, reason, "limit")
                 return
@@ -142,7 +142,7 @@ class StandaloneTasks:
     ) -> bool:
         """Run (or hand off) the copy unless it exists already. True when this call started it."""
         spec = copy_spec(task, record, instance_id)
-        if self._settings.requeue_queue_url:
+        if self._settings.jobs.requeue_queue_url:
             message = {
                 "kind": "lifecycled.requeue",
                 "platform": "ecs",
@@ -153,7 +153,7 @@ class StandaloneTasks:
                 "runTask": {k: v for k, v in spec.items() if k != "placementConstraints"},
             }
             await self._aws.sqs.send_message(
-                self._settings.requeue_queue_url,
+                self._settings.jobs.requeue_queue_url,
                 json.dumps(message, sort_keys=True),
                 deduplication_id=record.copy,
                 group_id=task.started_by or family_of(task.task_definition_arn),
@@ -188,6 +188,6 @@ class StandaloneTasks:
                 task=task_id(task.arn),
                 group=task.group,
                 attempt=attempt,
-                limit=self._settings.requeue_max_attempts,
+                limit=self._settings.jobs.requeue_max_attempts,
             ),
         )
