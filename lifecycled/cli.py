@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 from lifecycled.errors import ConfigError
-from lifecycled.observe import setup_logging
+from lifecycled.observe import fields, setup_logging
 from lifecycled.settings import SETTINGS, Settings, load_settings
+
+log = logging.getLogger("lifecycled")
 
 
 def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,10 +62,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         print(f"lifecycled: invalid settings: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_SETTINGS
     setup_logging(settings.observe.log_level, settings.observe.log_format)
-    asyncio.run(_serve(settings))
+    try:
+        asyncio.run(_serve(settings))
+    except BaseException as exc:
+        return _exit_code(exc, traceback=settings.observe.log_format == "text")
     return 0
+
+
+# Exit codes: 0 stopped; 1 an unexpected error; 2 bad settings; 3 missing configuration
+# (no kubeconfig or in-cluster account, no AWS credentials or region).
+EXIT_UNEXPECTED, EXIT_SETTINGS, EXIT_CONFIG = 1, 2, 3
+
+
+def _exit_code(exc: BaseException, *, traceback: bool) -> int:
+    cause = _first_cause(exc)
+    if isinstance(cause, KeyboardInterrupt | SystemExit):
+        return 0 if isinstance(cause, KeyboardInterrupt) else int(cause.code or 0)
+    if isinstance(cause, ConfigError):
+        log.error("cannot start: %s", cause, extra=fields(exit_code=EXIT_CONFIG))
+        return EXIT_CONFIG
+    log.error(
+        "stopped by an unexpected error",
+        exc_info=cause if traceback else None,
+        extra=fields(error=f"{type(cause).__name__}: {cause}", exit_code=EXIT_UNEXPECTED),
+    )
+    return EXIT_UNEXPECTED
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The first leaf of an exception group (a TaskGroup wraps what broke)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 if __name__ == "__main__":

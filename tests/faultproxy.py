@@ -64,6 +64,7 @@ class Fault:
 class FaultProxy:
     upstream: str
     faults: list[Fault] = field(default_factory=list)
+    port: int = 0  # 0: any free port
     url: str = ""
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
@@ -75,7 +76,8 @@ class FaultProxy:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         await web.SockSite(self._runner, sock).start()
         return self

@@ -25,6 +25,7 @@ from kubernetes_asyncio import client, config
 
 from lifecycled.errors import (
     AlreadyExistsError,
+    ConfigError,
     ConflictError,
     NotFoundError,
     PermanentError,
@@ -80,12 +81,17 @@ def kubeconfig_path() -> str | None:
 
 
 async def load_configuration() -> client.Configuration:
+    """The kubeconfig, else the in-cluster account; neither is a ConfigError (one line)."""
     configuration = client.Configuration()
     path = kubeconfig_path()
-    if path:
-        await config.load_kube_config(config_file=path, client_configuration=configuration)
-    else:
-        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    try:
+        if path:
+            await config.load_kube_config(config_file=path, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError) as exc:
+        where = f"kubeconfig {path}" if path else "the in-cluster service account (no KUBECONFIG)"
+        raise ConfigError(f"cannot load {where}: {exc}") from exc
     return configuration
 
 

@@ -15,9 +15,15 @@ from typing import Any, ClassVar, TypeVar
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
 
-from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
+from lifecycled.errors import ConfigError, NotFoundError, PermanentError, TemporaryError
 from lifecycled.observe import Metrics
 from lifecycled.settings import Settings
 
@@ -50,6 +56,9 @@ NOT_FOUND_CODES = frozenset(
 Classify = Callable[[str, str], type[PermanentError] | None]
 
 
+MISSING_CONFIGURATION = (NoCredentialsError, PartialCredentialsError, NoRegionError)
+
+
 def translate(exc: Exception, classify: Classify | None = None) -> Exception:
     """botocore's errors -> ours. Unknown client errors are permanent: retrying won't fix them.
     `classify` may name a more specific permanent error for a service's own codes."""
@@ -67,6 +76,8 @@ def translate(exc: Exception, classify: Classify | None = None) -> Exception:
         if code in NOT_FOUND_CODES:
             return NotFoundError(message)
         return PermanentError(message)
+    if isinstance(exc, MISSING_CONFIGURATION):
+        return ConfigError(f"AWS: {exc}")  # no retry fixes these: exit with its code
     if isinstance(exc, BotoCoreError):
         return TemporaryError(f"{type(exc).__name__}: {exc}")
     return exc
@@ -118,11 +129,14 @@ async def open_clients(
         clients: dict[str, Any] = {}
         for service in services:
             config = sqs if service == "sqs" else base
-            clients[service] = await stack.enter_async_context(
-                session.create_client(  # type: ignore[call-overload]
-                    service, region_name=region, config=config
+            try:
+                clients[service] = await stack.enter_async_context(
+                    session.create_client(  # type: ignore[call-overload]
+                        service, region_name=region, config=config
+                    )
                 )
-            )
+            except NoRegionError as exc:
+                raise ConfigError(f"AWS: {exc} (set LIFECYCLED_REGION or AWS_REGION)") from exc
         yield clients
 
 
