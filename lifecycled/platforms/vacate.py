@@ -118,6 +118,9 @@ async def _passes(
 
     while True:
         try:
+            # Steps that ended before this listing: their effect shows in it. One that ends
+            # while we list may not (a stale listing): it counts as running for one more pass.
+            settled = {key for key, task in running.items() if task.done()}
             listed = await items.left()
             if first:
                 first = False
@@ -135,7 +138,7 @@ async def _passes(
                     ),
                 )
                 return False
-            plan = await _plan(items, listed, running)
+            plan = await _plan(items, listed, running, settled)
             if plan:
                 await items.acting([item for item, _ in plan])
         except TemporaryError as exc:
@@ -162,12 +165,12 @@ async def _passes(
 
 
 async def _plan(
-    items: Items[T], listed: list[T], running: dict[str, asyncio.Task[None]]
+    items: Items[T], listed: list[T], running: dict[str, asyncio.Task[None]], settled: set[str]
 ) -> list[tuple[T, Step]]:
     """This pass's steps: one per item that needs one now and has none still running."""
     plan: list[tuple[T, Step]] = []
-    for key in [k for k, task in running.items() if task.done()]:
-        del running[key]
+    for key in settled:
+        running.pop(key, None)
     for item in listed:
         if items.key(item) in running:
             continue
