@@ -340,21 +340,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, help="seconds per request kind and size")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, help="eviction rounds at most (3, or 10 in full)")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, help="default: results/emulator(-short).json")
     args = parser.parse_args(argv)
     nodes = args.nodes or ([10, 50] if args.short else [50, 1000])
     duration = args.duration or (2.0 if args.short else 10.0)
     rounds = args.rounds or (3 if args.short else 10)
     report = asyncio.run(bench(nodes, duration, args.concurrency, rounds))
     report["mode"] = "short" if args.short else "full"
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    # A short run never overwrites the full figures the README quotes.
+    output = args.output or (RESULTS.with_name("emulator-short.json") if args.short else RESULTS)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
     print()
     print(table(report["sizes"]))
     print()
     for kind, ratio in report["ratios"].items():
         print(f"{kind}: {nodes[-1] * 20:,}-pod rate / {nodes[0] * 20:,}-pod rate = {ratio:.2f}")
-    print(f"written to {args.output}")
+    print(f"written to {output}")
     if not report["ok"]:
         print(f"BENCH FAILED: a per-request rate fell below {FLATNESS} of the small size's")
         return 1
