@@ -16,6 +16,7 @@ from lifecycled.execute import executor_for
 from lifecycled.lifecycle import HookFinder, LifecycleHooks
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
+from lifecycled.pace import RateLimiter
 from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
 from lifecycled.server import serve_http
@@ -108,8 +109,13 @@ async def open_platform(
 
         yield EcsPlatform(aws, settings, metrics)
         return
+    calls = settings.calls
     async with KubeClient.open(
-        metrics, settings.calls.timeout_seconds, settings.calls.retry_delays
+        metrics,
+        calls.timeout_seconds,
+        calls.retry_delays,
+        limiter=RateLimiter(calls.kube_api_qps, calls.kube_api_burst),
+        connections=calls.kube_connections,
     ) as kube:
         yield KubernetesPlatform(kube, aws, settings, metrics)
 

@@ -219,6 +219,22 @@ class Metrics:
             "Load balancer steps that failed; the drain went on without them.",
             registry=r,
         )
+        self.kube_throttled = Histogram(
+            "lifecycled_kube_client_wait_seconds",
+            "Time a Kubernetes call waited for the client's rate limit (QPS/burst), by "
+            "priority (urgent: cordons and records; normal: evictions, lists).",
+            ["priority"],
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.eviction_wait = Histogram(
+            "lifecycled_eviction_wait_seconds",
+            "Time an eviction waited before it was sent: for the storm's cordons to settle, "
+            "then for one of the cluster-wide eviction slots (nearest deadline first).",
+            ["stage"],
+            buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 60),
+            registry=r,
+        )
 
     @contextmanager
     def api_call(self, api: str, operation: str) -> Iterator[None]:

@@ -95,6 +95,8 @@ class Queue(Group):
         default=60, ge=5, le=43200, validation_alias="sqs_visibility_seconds"
     )
     concurrency: int = Field(default=32, ge=1, validation_alias="message_concurrency")
+    # Long polls in parallel: one receive never waits on another (a storm is 100 receives).
+    receivers: int = Field(default=4, ge=1, le=32, validation_alias="queue_receivers")
     # A notice about an instance that is not ours: `delete` it (a queue per cluster), or
     # `release` it for another cluster's handler (a shared queue).
     not_ours: Literal["delete", "release"] = "delete"
@@ -138,6 +140,11 @@ class Drain(Group):
     eviction_retry_seconds: float = Field(default=2.0, gt=0)
     node_cache_seconds: float = Field(default=30.0, ge=0)  # node list used to resolve instances
     dedupe_seconds: float = Field(default=3600.0, ge=0)  # how long an event id is remembered
+    # A storm: evictions cluster-wide in flight (nearest deadline first), and how long they
+    # wait for cordons to stop coming (no drain opened for settle, at most settle_max).
+    evictions_in_flight: int = Field(default=64, ge=1)
+    eviction_settle_seconds: float = Field(default=1.0, ge=0)
+    eviction_settle_max_seconds: float = Field(default=15.0, ge=0)
 
     @property
     def rebalance_action(self) -> ActionName:
@@ -231,6 +238,11 @@ class Calls(Group):
 
     timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="api_timeout_seconds")
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
+    # One budget for every Kubernetes call (as NTH's kube-api-qps/-burst); 0 turns it off.
+    # Sized well inside one client's share of an EKS API server's priority and fairness.
+    kube_api_qps: float = Field(default=500.0, ge=0)
+    kube_api_burst: int = Field(default=1000, ge=1)
+    kube_connections: int = Field(default=100, ge=1)  # the HTTP pool to the API server
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     _floats = field_validator("retry_delays", mode="before")(_split_floats)
 

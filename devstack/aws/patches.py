@@ -7,6 +7,7 @@ behaviour moto lacks (lifecycle hooks, EC2 state-change events, the "account" fi
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ def install() -> None:
         _install_ec2_state_events()
         _install_ecs()
         _install_fast_sqs_clock()
+        _install_sqs_lock()
         EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = EVENT_TEMPLATE
         _installed = True
 
@@ -62,6 +64,59 @@ def _install_fast_sqs_clock() -> None:
     emulator, not the service, the limit of every flood test. Same values, epoch seconds."""
     setattr(sqs_models, "unix_time", _fast_unix_time)  # noqa: B010
     setattr(sqs_models, "unix_time_millis", _fast_unix_time_millis)  # noqa: B010
+
+
+SQS_LOCK = threading.RLock()
+_SQS_WRITES = (
+    "send_message",
+    "send_message_batch",
+    "delete_message",
+    "delete_message_batch",
+    "change_message_visibility",
+    "change_message_visibility_batch",
+    "purge_queue",
+)
+
+
+def _under_sqs_lock(method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with SQS_LOCK:
+            return method(*args, **kwargs)
+
+    return call
+
+
+def _install_sqs_lock() -> None:
+    """moto's SQS scans and edits a queue's message lists from every server thread at once:
+    concurrent ReceiveMessage calls (a consumer with several long polls, as real ones have)
+    raise 'Set changed size during iteration'. Each call runs under one lock; a long poll
+    scans under it and waits outside it."""
+    backend = sqs_models.SQSBackend
+    for name in _SQS_WRITES:
+        setattr(backend, name, _under_sqs_lock(getattr(backend, name)))
+    scan = backend.receive_message
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> Any:
+        end = time.time() + wait_seconds_timeout
+        while True:
+            with SQS_LOCK:
+                result = scan(
+                    self, queue_name, count, 0, visibility_timeout, message_attribute_names
+                )
+            left = end - time.time()
+            if result or left <= 0:
+                return result
+            self.get_queue(queue_name).wait_for_messages(min(1.0, left))
+            time.sleep(0.01)  # visible but not deliverable (a FIFO group in flight): no spin
+
+    setattr(backend, "receive_message", receive_message)  # noqa: B010
 
 
 def _install_backend() -> None:

@@ -17,6 +17,7 @@ from lifecycled.errors import ConflictError, NotFoundError, PermanentError, Temp
 from lifecycled.jobs import Decision, decide
 from lifecycled.model import InstanceId
 from lifecycled.observe import EventRecorder, Metrics, fields
+from lifecycled.pace import Evictions
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
@@ -57,8 +58,21 @@ class NodeIndex:
         self._by_instance: dict[str, str] = {}
         self._by_hostname: dict[str, str] = {}
         self._names: set[str] = set()
+        self._nodes: dict[str, JsonDict] = {}  # name -> slim copy, for the first cordon try
         self._listed_at = float("-inf")
         self._lock = asyncio.Lock()
+
+    def fresh(self, name: str) -> JsonDict | None:
+        """The node as last listed or written, if that was within the cache age."""
+        if time.monotonic() - self._listed_at >= self._max_age:
+            return None
+        return self._nodes.get(name)
+
+    def remember(self, node: JsonDict) -> None:
+        """A node as the API server just returned it (a patch's reply)."""
+        name = str(node.get("metadata", {}).get("name", ""))
+        if name in self._nodes:
+            self._nodes[name] = slim(node)
 
     async def _refresh(self, min_age: float) -> None:
         async with self._lock:
@@ -68,9 +82,11 @@ class NodeIndex:
             self._by_instance.clear()
             self._by_hostname.clear()
             self._names = set()
+            self._nodes = {}
             for node in nodes:
                 name = str(node["metadata"]["name"])
                 self._names.add(name)
+                self._nodes[name] = slim(node)
                 instance = instance_id_of(node)
                 if instance:
                     self._by_instance[instance] = name
@@ -96,6 +112,22 @@ class NodeIndex:
             if candidate in self._by_hostname:
                 return self._by_hostname[candidate]
         return None
+
+
+def slim(node: JsonDict) -> JsonDict:
+    """What a cordon reads of a node (its version, labels, our annotations, cordon and
+    taints): a storm keeps thousands of these, not thousands of full nodes."""
+    metadata, spec = node.get("metadata", {}), node.get("spec", {})
+    annotations = metadata.get("annotations") or {}
+    return {
+        "metadata": {
+            "name": metadata.get("name"),
+            "resourceVersion": metadata.get("resourceVersion"),
+            "labels": dict(metadata.get("labels") or {}),
+            "annotations": {k: v for k, v in annotations.items() if k.startswith("lifecycled.io/")},
+        },
+        "spec": {k: spec[k] for k in ("unschedulable", "taints", "providerID") if k in spec},
+    }
 
 
 def cordoned_by_others(node: JsonDict) -> bool:
@@ -131,15 +163,26 @@ class KubernetesPlatform:
         self._events = EventRecorder(kube.create_event)
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
+        self._evictions = Evictions(
+            settings.drain.evictions_in_flight,
+            settings.drain.eviction_settle_seconds,
+            settings.drain.eviction_settle_max_seconds,
+        )
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
 
     async def write_record(self, node: str, record: DrainRecord, *, cordon: bool) -> None:
-        """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion."""
+        """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion.
+        The first try takes the node from the index (a storm's cordons cost one call each);
+        a conflict reads it afresh."""
+        tries = 0
 
         async def attempt() -> None:
-            current = await self._kube.get_node(node)
+            nonlocal tries
+            tries += 1
+            cached = self._index.fresh(node) if tries == 1 else None
+            current = cached or await self._kube.get_node(node)
             patch: JsonDict = {
                 "metadata": {
                     "resourceVersion": current["metadata"].get("resourceVersion"),
@@ -151,7 +194,7 @@ class KubernetesPlatform:
                 if cordoned_by_others(current):
                     patch["metadata"]["annotations"][CORDONED_BEFORE_ANNOTATION] = "true"
                 self._balancers.exclude(current, record, patch)
-            await self._kube.patch_node(node, patch)
+            self._index.remember(await self._kube.patch_node(node, patch))
 
         await retry(
             attempt,
@@ -159,6 +202,8 @@ class KubernetesPlatform:
             what=f"record drain on {node}",
             on=ConflictError,
         )
+        if cordon:
+            self._evictions.opened()  # more cordons may follow: evictions wait for them
 
     async def uncordon(self, node: str, record: DrainRecord) -> None:
         """Our taint off, the cordon lifted unless it was there before us, `record` written: one
@@ -236,6 +281,7 @@ class KubernetesPlatform:
             events=self._events,
             metrics=self._metrics,
             settings=self._settings,
+            evictions=self._evictions,
         )
         return await vacate_loop(
             pods,
@@ -255,6 +301,7 @@ class _Pods(Items[JsonDict]):
 
     noun = "pod"
     overlap = False  # evictions and requeues are a few calls; a requeue must not be cut off
+    parallel = 8  # steps at once per node: the cluster-wide cap is `Evictions`
 
     def __init__(
         self,
@@ -267,6 +314,7 @@ class _Pods(Items[JsonDict]):
         events: EventRecorder,
         metrics: Metrics,
         settings: Settings,
+        evictions: Evictions,
     ) -> None:
         self.where: dict[str, object] = {"node": node}
         self._node = node
@@ -280,6 +328,9 @@ class _Pods(Items[JsonDict]):
         self._next_try: dict[str, float] = {}  # pod uid -> loop time
         self._waiting: dict[str, tuple[float, str]] = {}  # uid -> (since, pod)
         self._hold_reported = False
+        self._evictions = evictions
+        self._opened_at = asyncio.get_running_loop().time()
+        self._settled = False
 
     def key(self, pod: JsonDict) -> str:
         return PodRef.of(pod).uid
@@ -337,6 +388,12 @@ class _Pods(Items[JsonDict]):
         return partial(self._evict, ref)
 
     async def acting(self, pods: list[JsonDict]) -> None:
+        if not self._settled:
+            # Cordon every doomed node before evicting from any: a pod evicted now would be
+            # rescheduled onto a node whose warning is a moment behind.
+            self._settled = True
+            waited = await self._evictions.settled(self._opened_at, self._drain.cutoff())
+            self._metrics.eviction_wait.labels("settle").observe(waited)
         stopping_waited = [p for p in pods if PodRef.of(p).uid in self._waiting]
         if stopping_waited and not self._hold_reported:
             self._hold_reported = True
@@ -383,7 +440,10 @@ class _Pods(Items[JsonDict]):
         loop = asyncio.get_running_loop()
         where = fields(node=self._node, pod=f"{pod.namespace}/{pod.name}")
         try:
-            outcome = await self._kube.evict(pod.namespace, pod.name)
+            queued = loop.time()
+            async with self._evictions.slot(self._drain.record.deadline.timestamp()):
+                self._metrics.eviction_wait.labels("slot").observe(loop.time() - queued)
+                outcome = await self._kube.evict(pod.namespace, pod.name)
         except EvictionBlocked as exc:
             self._metrics.evictions.labels("blocked_by_budget").inc()
             log.info("eviction refused by disruption budget; will retry", extra=where)

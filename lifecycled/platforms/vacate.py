@@ -41,6 +41,8 @@ class Items(Protocol[T]):
     # its item is not decided again meanwhile, and a step still running when the loop
     # ends is cancelled.
     overlap: bool
+    # Without overlap: at most this many steps at once (0: all of a pass's steps at once).
+    parallel: int = 0
 
     def key(self, item: T) -> str:
         """The item's identity across listings (a pod's uid, a task's ARN)."""
@@ -154,6 +156,10 @@ async def _passes(
             await pause(delay)
             continue
         failures = 0
+        if plan and not items.overlap and items.parallel:
+            await _in_turn(items, plan, items.parallel)
+            await pause(poll)
+            continue
         started = []
         for item, step in plan:
             key = items.key(item)
@@ -178,6 +184,20 @@ async def _plan(
         if step is not None:
             plan.append((item, step))
     return plan
+
+
+async def _in_turn(items: Items[T], plan: list[tuple[T, Step]], workers: int) -> None:
+    """The pass's steps, `workers` at a time: a task per worker, not per item (a storm's
+    drains hold tens of thousands of pending evictions)."""
+    queue = iter(plan)
+
+    async def work() -> None:
+        for item, step in queue:
+            await _guarded(items, item, step)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(min(workers, len(plan))):
+            tg.create_task(work())
 
 
 async def _guarded(items: Items[T], item: T, step: Step) -> None:

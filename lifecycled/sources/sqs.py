@@ -47,7 +47,10 @@ class SqsSource:
         self._settings = settings
         self._metrics = metrics
         self._handle = handle
+        # `concurrency` notices handled at once; up to four times that received and held
+        # (waiting for a handler, or for their delete): receiving never waits on a delete.
         self._slots = asyncio.Semaphore(settings.queue.concurrency)
+        self._held = asyncio.Semaphore(settings.queue.concurrency * 4)
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -80,14 +83,22 @@ class SqsSource:
         if ready is not None:
             ready.set()
         async with asyncio.TaskGroup() as tg:
-            while not stop.is_set():
-                batch = await self._receive(stop)
-                for message in batch:
-                    await self._slots.acquire()
-                    self._in_flight += 1
-                    self._idle.clear()
-                    tg.create_task(self._guarded(message), name=f"message-{message.message_id}")
+            receivers = [
+                tg.create_task(self._consume(stop, tg), name=f"receive-{n}")
+                for n in range(self._settings.queue.receivers)
+            ]
+            await asyncio.wait(receivers)
             await self._drain_in_flight()
+
+    async def _consume(self, stop: asyncio.Event, tg: asyncio.TaskGroup) -> None:
+        """One long-poll loop; several run at once, so a storm's receives overlap."""
+        while not stop.is_set():
+            batch = await self._receive(stop)
+            for message in batch:
+                await self._held.acquire()
+                self._in_flight += 1
+                self._idle.clear()
+                tg.create_task(self._guarded(message), name=f"message-{message.message_id}")
 
     async def _receive(self, stop: asyncio.Event) -> list[QueueMessage]:
         receive = asyncio.ensure_future(
@@ -123,7 +134,7 @@ class SqsSource:
         return batch
 
     def _free_slots(self) -> int:
-        return max(1, self._slots._value)
+        return max(1, self._held._value)
 
     async def _drain_in_flight(self) -> None:
         # Phase two of shutdown: in-flight messages only need to record intent (seconds).
@@ -138,7 +149,7 @@ class SqsSource:
             log.exception("message handling failed", extra=fields(message_id=message.message_id))
             await self._release(message)
         finally:
-            self._slots.release()
+            self._held.release()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
@@ -176,7 +187,8 @@ class SqsSource:
             ),
         )
         try:
-            dispositions = await self._handle(result)
+            async with self._slots:
+                dispositions = await self._handle(result)
         except TemporaryError as exc:
             log.warning(
                 "notice not handled yet; will retry",

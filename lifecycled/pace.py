@@ -1,0 +1,156 @@
+"""Pacing for a storm: the Kubernetes request budget, and the order evictions go in.
+
+- `RateLimiter`: one token bucket (QPS, burst) shared by every Kubernetes call, as client-go's
+  and NTH's `kube-api-qps`/`-burst`. Callers wait in priority order, so a cordon or a hook's
+  record never queues behind a thousand evictions; a 429 from the API server (priority and
+  fairness) pauses the bucket for its Retry-After.
+- `Evictions`: evictions cluster-wide are capped in flight, nearest deadline first; and none
+  starts while cordons are still coming (`settle_seconds` after the last drain opened, at
+  most `settle_max_seconds`), so evicted pods are not rescheduled onto nodes that are warned
+  a moment later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+URGENT = 0  # cordons, drain records, node reads: the first call on a notice's path
+NORMAL = 1  # evictions, pod lists, jobs
+
+
+class _Waiters:
+    """A priority queue of futures: (priority, arrival) order, cancelled ones skipped."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def add(self, priority: float) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (priority, next(self._order), future))
+        return future
+
+    def pop(self) -> asyncio.Future[None] | None:
+        while self._heap:
+            _, _, future = heapq.heappop(self._heap)
+            if not future.done():
+                return future
+        return None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class RateLimiter:
+    """A token bucket with priorities; `qps <= 0` turns it off."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self._qps = qps
+        self._burst = max(1, burst)
+        self._tokens = float(self._burst)
+        self._stamp: float | None = None
+        self._paused_until = 0.0
+        self._waiters = _Waiters()
+        self._pump: asyncio.Task[None] | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._qps)
+        self._stamp = now
+
+    async def take(self, priority: int = NORMAL) -> None:
+        if self._qps <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._refill(now)
+        if not self._waiters and self._tokens >= 1 and now >= self._paused_until:
+            self._tokens -= 1
+            return
+        future = self._waiters.add(priority)
+        if self._pump is None or self._pump.done():
+            self._pump = asyncio.create_task(self._serve(), name="kube-rate-limiter")
+        await future
+
+    def pause(self, seconds: float) -> None:
+        """The API server said 429 with Retry-After: nobody sends for that long."""
+        if seconds > 0:
+            loop = asyncio.get_running_loop()
+            self._paused_until = max(self._paused_until, loop.time() + seconds)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiters:
+            now = loop.time()
+            self._refill(now)
+            if now < self._paused_until:
+                await asyncio.sleep(self._paused_until - now)
+                continue
+            if self._tokens < 1:
+                await asyncio.sleep((1 - self._tokens) / self._qps)
+                continue
+            future = self._waiters.pop()
+            if future is None:
+                return
+            self._tokens -= 1
+            future.set_result(None)
+            await asyncio.sleep(0)  # let the woken caller send before the next
+
+
+class Evictions:
+    """Evictions across every drain: at most `in_flight` at once, nearest deadline first,
+    and none before the storm's cordons have settled."""
+
+    def __init__(self, in_flight: int, settle_seconds: float, settle_max_seconds: float) -> None:
+        self._free = max(1, in_flight)
+        self._waiters = _Waiters()
+        self._settle = settle_seconds
+        self._settle_max = settle_max_seconds
+        self._last_open = float("-inf")
+
+    def opened(self) -> None:
+        """A drain was opened (its node cordoned): evictions wait a moment for the next."""
+        self._last_open = asyncio.get_running_loop().time()
+
+    async def settled(self, opened_at: float, cutoff: float) -> float:
+        """Wait until no drain opened for `settle_seconds`, at most until `settle_max_seconds`
+        after `opened_at` and never past a quarter of the time left before `cutoff`. Returns
+        the seconds waited."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        latest = min(opened_at + self._settle_max, start + max(0.0, cutoff - start) / 4)
+        while True:
+            now = loop.time()
+            quiet_at = self._last_open + self._settle
+            if now >= quiet_at or now >= latest:
+                return now - start
+            await asyncio.sleep(min(quiet_at, latest) - now)
+
+    @asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        """One eviction in flight; `deadline` (a timestamp) orders the waiters."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            future = self._waiters.add(deadline)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._hand_on()  # we were given the slot as we were cancelled
+                raise
+        try:
+            yield
+        finally:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        future = self._waiters.pop()
+        if future is None:
+            self._free += 1
+        else:
+            future.set_result(None)
