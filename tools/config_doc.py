@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
         return 0
     if new != text:
         print(
-            f"{DOC.relative_to(ROOT)}: the settings table is stale: python tools/config_doc.py --write"
+            f"{DOC.relative_to(ROOT)}: the settings table is stale: "
+            "python tools/config_doc.py --write"
         )
         return 1
     return 0
