@@ -4,7 +4,8 @@ Each check is one `Check` (ok / warn / fail, what was found, the fix). Nothing h
 only reads (STS, SQS attributes, EventBridge rules, Auto Scaling hooks, a DescribeInstances,
 SelfSubjectAccessReviews, an IMDS token). The checks that only `check` makes
 (events:ListRuleNamesByTarget, events:DescribeRule, autoscaling:DescribeAutoScalingGroups)
-are not in the service's policy: without them those lines warn, never fail.
+are not in the service's policy: without them those lines fail naming the permission, and
+the other checks still run.
 """
 
 from __future__ import annotations
