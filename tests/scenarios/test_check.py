@@ -136,3 +136,22 @@ def test_text_output_is_one_line_per_check(
         for line in lines
     )
     assert all(line.split(" ", 1)[0] in ("ok", "warn", "fail") for line in lines)
+
+
+async def test_daemonset_mode_needs_an_imds_token(
+    kube: KubeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from devstack.imds import ImdsEmulator
+
+    async with ImdsEmulator(instance_id="i-0123456789abcdef0") as imds:
+        for key, value in imds.env().items():
+            monkeypatch.setenv(key, value)
+        settings = Settings(source="imds", node_name="node-1", api_timeout_seconds=0.5)
+        checks = await run_checks(settings)
+        assert _by_status(checks, "fail") == []
+        assert "imds token" in _by_status(checks, "ok")
+        # A hop limit of 1 seen from a pod: the token's reply never arrives.
+        imds.delay(3, times=10, path="api/token")
+        checks = await run_checks(settings)
+        assert _by_status(checks, "fail") == ["imds token"]
+        assert "HttpPutResponseHopLimit" in next(c.fix for c in checks if c.status == "fail")
