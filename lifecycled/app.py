@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from lifecycled import __version__
 from lifecycled.clients.aws import AwsClients, region_known
 from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
@@ -65,7 +66,10 @@ class Service:
             log.info(
                 "lifecycled starting",
                 extra=fields(
-                    source=settings.source, platform=settings.platform, dry_run=settings.dry_run
+                    version=__version__,
+                    source=settings.source,
+                    platform=settings.platform,
+                    dry_run=settings.dry_run,
                 ),
             )
             if settings.dry_run:

@@ -17,6 +17,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from lifecycled import __version__
+
 DRAIN_BUCKETS = (1, 5, 10, 30, 60, 90, 120, 180, 300, 600, 1800, 3600, 14400)
 FAST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
@@ -25,6 +27,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # Which build is running, as a label on a constant 1 (the Prometheus convention).
+        self.build_info = Gauge(
+            "lifecycled_build_info", "The running lifecycled, by version.", ["version"], registry=r
+        )
+        self.build_info.labels(__version__).set(1)
         self.notices = Counter(
             "lifecycled_notices_total", "Notices accepted, by kind.", ["kind"], registry=r
         )

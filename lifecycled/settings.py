@@ -61,27 +61,36 @@ def _split_floats(value: object) -> object:
 
 
 class Group(BaseModel):
-    """The settings of one concern."""
+    """The settings of one concern. Each field's docstring is its description: the help of
+    its flag, the docs' settings table (tools/config_doc.py) and the chart schema's text."""
 
     model_config = ConfigDict(
-        frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True
+        frozen=True,
+        extra="forbid",
+        validate_by_name=True,
+        validate_by_alias=True,
+        use_attribute_docstrings=True,
     )
 
 
 class Scope(Group):
     """Which notices and instances are ours."""
 
-    region: str | None = Field(default=None, description="Only accept notices from this region.")
+    region: str | None = None
+    """accept only notices from this region; also the AWS clients' region (unset: the
+    clients' own region, from AWS_REGION / AWS_DEFAULT_REGION, or IMDS in DaemonSet mode)"""
     allowed_accounts: frozenset[str] = frozenset()
-    # Unset region / accounts mean this handler's own (its credentials' account, its clients'
-    # region) in queue mode; accepting notices that name any account or region is explicit.
+    """comma-separated account ids whose notices are accepted (unset: the credentials' own
+    account, from STS GetCallerIdentity)"""
     any_account_or_region: bool = False
-    # Ownership: act only on this cluster's instances. `owner_tag` is `key` or `key=value`;
-    # unset with `cluster_name` set: the EKS tags kubernetes.io/cluster/<name> or
-    # aws:eks:cluster-name=<name>. `node_selector` (Kubernetes) is a label selector.
+    """accept notices that name any account or region (opting out of the default scope)"""
     cluster_name: str | None = None
+    """this cluster's name: instances must carry kubernetes.io/cluster/<name> or
+    aws:eks:cluster-name=<name>"""
     owner_tag: str | None = None
+    """instead of the EKS tags: the tag (`key` or `key=value`) that marks our instances"""
     node_selector: str | None = None
+    """Kubernetes only: a label selector; nodes outside it are not ours"""
     _csv = field_validator("allowed_accounts", mode="before")(_split_csv)
 
 
@@ -89,19 +98,26 @@ class Queue(Group):
     """Queue consumption (source=sqs)."""
 
     url: str | None = Field(default=None, validation_alias="queue_url")
+    """the SQS queue notices arrive on (required for source=sqs)"""
     wait_seconds: int = Field(default=20, ge=0, le=20, validation_alias="sqs_wait_seconds")
+    """long-poll wait of each receive"""
     max_messages: int = Field(default=10, ge=1, le=10, validation_alias="sqs_max_messages")
+    """messages per receive"""
     visibility_seconds: int = Field(
         default=60, ge=5, le=43200, validation_alias="sqs_visibility_seconds"
     )
+    """visibility timeout per receive; extended every half of it while a message is handled"""
     concurrency: int = Field(default=32, ge=1, validation_alias="message_concurrency")
-    # Long polls in parallel: one receive never waits on another (a storm is 100 receives).
+    """messages handled at once (up to four times as many received and waiting)"""
     receivers: int = Field(default=4, ge=1, le=32, validation_alias="queue_receivers")
-    # A notice about an instance that is not ours: `delete` it (a queue per cluster), or
-    # `release` it for another cluster's handler (a shared queue).
+    """long polls in parallel, so a storm's receives overlap"""
     not_ours: Literal["delete", "release"] = "delete"
+    """a notice about an instance that is not ours: `delete` it (a queue per cluster), or
+    `release` it for the other handlers of a shared queue"""
     not_ours_visibility_seconds: int = Field(default=2, ge=0, le=43200)
+    """`release`: how long before the message is visible again"""
     not_ours_max_forwards: int = Field(default=60, ge=0)
+    """`release`: how many fresh copies may be sent before an unclaimed notice is dropped"""
 
 
 class Imds(Group):
@@ -114,37 +130,53 @@ class Imds(Group):
     node_name: str | None = Field(
         default=None, validation_alias=AliasChoices("node_name", "NODE_NAME")
     )
+    """this pod's node, from the downward API (required for source=imds)"""
     poll_seconds: float = Field(default=2.0, gt=0, le=10, validation_alias="imds_poll_seconds")
+    """longest wait between two reads of the instance metadata (jittered down to 75 %)"""
 
 
 class Drain(Group):
     """What each notice does, and how drains run."""
 
-    # What each notice kind does (the defaults are the table in docs/configuration.md, "Per-kind
-    # actions"); `none` records only. Named `<kind>_action` (plan.action_table).
+    # Named `<kind>_action` (plan.action_table); the defaults are docs/configuration.md's
+    # "Per-kind actions".
     spot_interruption_action: ActionName = "drain"
+    """what a Spot warning does: drain, cordon or none"""
     rebalance_recommendation_action: ActionName = Field(
         default="cordon",
         # LIFECYCLED_REBALANCE_ACTION is the setting's earlier name, still accepted.
         validation_alias=AliasChoices("rebalance_recommendation_action", "rebalance_action"),
     )
+    """what a rebalance recommendation does"""
     scheduled_change_action: ActionName = "drain"
+    """what an AWS Health scheduled change does"""
     instance_state_change_action: ActionName = "drain"
+    """what a `stopping` / `shutting-down` state change does"""
     lifecycle_terminate_action: ActionName = "drain"
-    # A rebalance drain whose instance is still here this long after the notice gives the
-    # node back (None: never).
+    """what a terminate lifecycle hook does (the hook is completed whatever the action)"""
     rebalance_uncordon_after_seconds: float | None = Field(default=None, gt=0)
+    """give a node back this long after its rebalance recommendation if nothing said the
+    machine goes (unset: never)"""
     spot_notice_seconds: float = Field(default=120.0, gt=0)
+    """a Spot warning's deadline after its event time"""
     deadline_margin_seconds: float = Field(default=5.0, ge=0)
+    """no eviction starts this close to the deadline"""
     poll_seconds: float = Field(default=1.0, gt=0, validation_alias="drain_poll_seconds")
+    """how often a drain re-lists the node's pods"""
     eviction_retry_seconds: float = Field(default=2.0, gt=0)
-    node_cache_seconds: float = Field(default=30.0, ge=0)  # node list used to resolve instances
-    dedupe_seconds: float = Field(default=3600.0, ge=0)  # how long an event id is remembered
-    # A storm: evictions cluster-wide in flight (nearest deadline first), and how long they
-    # wait for cordons to stop coming (no drain opened for settle, at most settle_max).
+    """retry interval after a PodDisruptionBudget refusal (429)"""
+    node_cache_seconds: float = Field(default=30.0, ge=0)
+    """age of the node list used to resolve instances"""
+    dedupe_seconds: float = Field(default=3600.0, ge=0)
+    """how long an event id is remembered"""
     evictions_in_flight: int = Field(default=64, ge=1)
+    """evictions in flight across every drain; waiters go nearest deadline first"""
     eviction_settle_seconds: float = Field(default=1.0, ge=0)
+    """a drain's first eviction waits until no drain opened for this long: a storm cordons
+    every doomed node before evicting from any, so evicted pods are not rescheduled onto
+    nodes warned a moment later"""
     eviction_settle_max_seconds: float = Field(default=15.0, ge=0)
+    """the longest that wait lasts (never more than a quarter of the time left)"""
 
     @property
     def rebalance_action(self) -> ActionName:
@@ -158,38 +190,45 @@ class Hooks(Group):
     max_hold_seconds: float = Field(
         default=3600.0, gt=0, validation_alias="lifecycle_max_hold_seconds"
     )
+    """longest a lifecycle hook is held (never past its global timeout)"""
     heartbeat_fraction: float = Field(default=0.5, gt=0, lt=1)
+    """heartbeat every this fraction of the hook's heartbeat timeout"""
     launch_ready_timeout_seconds: float = Field(default=600.0, gt=0)
+    """a launch hook is completed CONTINUE when the node is Ready, ABANDON after this"""
 
 
 class Jobs(Group):
     """Jobs on a draining machine."""
 
     idempotent_default: bool = Field(default=False, validation_alias="job_idempotent_default")
+    """idempotency of a job without a lifecycled.io/idempotent annotation"""
     stop_lead_seconds: float = Field(default=180.0, ge=0, validation_alias="job_stop_lead_seconds")
+    """jobs are waited for until the drain has this long left; then evicted or requeued"""
     requeue_max_attempts: int = Field(default=3, ge=0)
+    """a job interrupted more often is not requeued again"""
     requeue_queue_url: str | None = None
+    """hand requeued jobs to this (FIFO) SQS queue instead of creating them in the cluster"""
 
 
 class LoadBalancers(Group):
     """Load balancers (Kubernetes mode): take the node out before evicting its pods."""
 
-    # Target groups to look in (ARNs), and/or tags that pick target groups (all must match).
     target_groups: frozenset[str] = Field(default=frozenset(), validation_alias="lb_target_groups")
+    """comma-separated target group ARNs to look for the node in"""
     target_group_tags: dict[str, str | None] = Field(
         default_factory=dict, validation_alias="lb_target_group_tags"
     )
-    classic_names: frozenset[str] = Field(  # Classic ELB names
-        default=frozenset(), validation_alias="lb_classic_names"
-    )
-    # target group list and attributes
+    """`key=value,key2=value2` (a bare `key`: any value): target groups carrying all of them"""
+    classic_names: frozenset[str] = Field(default=frozenset(), validation_alias="lb_classic_names")
+    """comma-separated Classic ELB names"""
     cache_seconds: float = Field(default=60.0, ge=0, validation_alias="lb_cache_seconds")
-    # longest wait for draining
+    """age of the target group list and of each group's deregistration delay"""
     max_wait_seconds: float = Field(default=300.0, ge=0, validation_alias="lb_max_wait_seconds")
-    # DescribeTargetHealth interval
+    """longest wait for draining, whatever the deregistration delay says"""
     poll_seconds: float = Field(default=1.0, gt=0, validation_alias="lb_poll_seconds")
-    # node.kubernetes.io/exclude-from-external-load-balancers
+    """DescribeTargetHealth / DescribeInstanceHealth interval while waiting"""
     exclude_label: bool = Field(default=True, validation_alias="lb_exclude_label")
+    """label draining nodes node.kubernetes.io/exclude-from-external-load-balancers"""
     _csv = field_validator("target_groups", "classic_names", mode="before")(_split_csv)
     _tags = field_validator("target_group_tags", mode="before")(_split_tags)
 
@@ -201,19 +240,18 @@ class LoadBalancers(Group):
 class Ecs(Group):
     """ECS mode (platform=ecs)."""
 
-    # Clusters to search for the instance's container instance (comma-separated names or
-    # ARNs); empty: every cluster in the region (ListClusters).
     clusters: frozenset[str] = Field(default=frozenset(), validation_alias="ecs_clusters")
-    # Services whose tasks stay until the end, as ECS's own DAEMON services do.
+    """comma-separated cluster names or ARNs to look in (empty: every cluster, ListClusters)"""
     daemon_services: frozenset[str] = Field(
         default=frozenset(), validation_alias="ecs_daemon_services"
     )
-    # also re-run idempotent standalone tasks we stop
+    """services whose tasks stay until the end, as ECS's own DAEMON services do"""
     rerun_idempotent: bool = Field(default=False, validation_alias="ecs_rerun_idempotent")
-    # DescribeTargetHealth interval
+    """also re-run idempotent standalone tasks we stop"""
     target_poll_seconds: float = Field(
         default=1.0, gt=0, validation_alias="ecs_target_poll_seconds"
     )
+    """DescribeTargetHealth interval"""
     _csv = field_validator("clusters", "daemon_services", mode="before")(_split_csv)
 
 
@@ -221,29 +259,42 @@ class Ha(Group):
     """High availability (Deployment mode, 2+ replicas)."""
 
     leader_election: bool = False
+    """stand for a Lease; only the holder consumes and drains (queue mode)"""
     lease_name: str = "lifecycled"
+    """the coordination.k8s.io Lease's name"""
     lease_namespace: str = Field(
         default="default", validation_alias=AliasChoices("lease_namespace", "POD_NAMESPACE")
     )
-    lease_duration_seconds: int = Field(default=15, ge=2)  # the Lease holds whole seconds
+    """the Lease's namespace"""
+    lease_duration_seconds: int = Field(default=15, ge=2)
+    """how long a lease holds without renewal (whole seconds)"""
     lease_renew_seconds: float = Field(default=10.0, ge=1.5)
+    """the leader gives up if it cannot renew within this"""
     lease_retry_seconds: float = Field(default=2.0, ge=1)
+    """interval between attempts to acquire or renew"""
     identity: str | None = Field(
         default=None, validation_alias=AliasChoices("identity", "POD_NAME")
     )
+    """this replica's name in the Lease (unset: hostname + random)"""
 
 
 class Calls(Group):
     """External calls."""
 
     timeout_seconds: float = Field(default=10.0, gt=0, validation_alias="api_timeout_seconds")
+    """timeout of every AWS / Kubernetes call"""
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
-    # One budget for every Kubernetes call (as NTH's kube-api-qps/-burst); 0 turns it off.
-    # Sized well inside one client's share of an EKS API server's priority and fairness.
+    """comma-separated delays of the step retry loop"""
     kube_api_qps: float = Field(default=500.0, ge=0)
+    """one request budget for every Kubernetes call (as NTH's kube-api-qps; 0: none):
+    cordons and node reads wait ahead of evictions and lists, and a 429 from the API server
+    pauses it for its Retry-After"""
     kube_api_burst: int = Field(default=1000, ge=1)
-    kube_connections: int = Field(default=100, ge=1)  # the HTTP pool to the API server
+    """the budget's burst (as NTH's kube-api-burst)"""
+    kube_connections: int = Field(default=100, ge=1)
+    """HTTP connections to the API server"""
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    """how long in-flight messages may finish on SIGTERM"""
     _floats = field_validator("retry_delays", mode="before")(_split_floats)
 
 
@@ -251,8 +302,11 @@ class Observe(Group):
     """Metrics and logs."""
 
     metrics_address: str = "0.0.0.0:9090"
+    """host:port for /metrics, /healthz, /readyz"""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """log level; logs go to stderr"""
     log_format: Literal["json", "text"] = "json"
+    """json (one object a line) or text"""
 
     @property
     def metrics_host_port(self) -> tuple[str, int]:
@@ -263,7 +317,7 @@ class Observe(Group):
 class Settings(BaseSettings):
     """All settings: `Settings(<name>=...)` by flat name, the rest from the environment."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     def __init__(self, **values: Any) -> None:
         """By flat name (`drain_poll_seconds=...`) or by group (`drain=...`)."""
@@ -271,8 +325,11 @@ class Settings(BaseSettings):
 
     # Where notices come from and what we act on.
     source: Literal["sqs", "imds"] = "sqs"
+    """sqs (queue mode) or imds (DaemonSet mode)"""
     platform: Literal["kubernetes", "ecs"] = "kubernetes"
-    dry_run: bool = False  # decide, log and count; change nothing in Kubernetes or AWS
+    """kubernetes or ecs"""
+    dry_run: bool = False
+    """resolve, decide, log and count; change nothing in Kubernetes or AWS"""
 
     scope: Scope = Field(default_factory=Scope)
     queue: Queue = Field(default_factory=Queue)
@@ -332,6 +389,37 @@ class Setting:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.older)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def help(self) -> str:
+        """The field's description on one line."""
+        return " ".join((self.field.description or "").split())
+
+    @property
+    def is_switch(self) -> bool:
+        return self.field.annotation is bool
+
+    @property
+    def default_text(self) -> str:
+        """The default as it would be written in the environment ("" when unset)."""
+        value = self.field.get_default(call_default_factory=True)
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, frozenset | set):
+            return ",".join(sorted(value))
+        if isinstance(value, tuple):
+            return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        if isinstance(value, dict):
+            return ",".join(f"{k}={v}" if v is not None else k for k, v in value.items())
+        if isinstance(value, float):
+            return f"{value:g}"
+        return str(value)
 
 
 def _setting(group: str | None, attr: str, field: FieldInfo) -> Setting:
@@ -412,16 +500,35 @@ class _Nested(PydanticBaseSettingsSource):
 
 
 def _describe(exc: ValidationError) -> str:
-    """Pydantic's errors, each under the flat name of its setting."""
+    """One plain line per bad setting: its name, the value given, what is allowed."""
     lines = []
-    for error in exc.errors():
+    for error in exc.errors(include_url=False):
         loc = tuple(str(part) for part in error["loc"])
         key = (loc[0], loc[1]) if len(loc) > 1 else (None, "".join(loc))
-        if key in _BY_ATTR:
-            lines.append(f"{_BY_ATTR[key].name}: {error['msg']} (got {error['input']!r})")
+        allowed = _plain(error["msg"])
+        if error["type"] == "bool_parsing":
+            allowed = "should be true or false (also 1/0, yes/no, on/off)"
+        setting = _BY_ATTR.get(key)
+        if setting is not None:
+            spelt = f"{setting.env[0]}, {setting.flag}"
+            lines.append(f"{setting.name}={_shown(error['input'])} ({spelt}): {allowed}")
+        elif error["type"] == "extra_forbidden":
+            lines.append(f"{'.'.join(loc)}: not a setting (see lifecycled run --help)")
         else:
-            lines.append(f"{'.'.join(loc)}: {error['msg']}" if loc else error["msg"])
-    return "; ".join(lines)
+            lines.append(f"{'.'.join(loc)}: {allowed}" if loc else allowed)
+    return "\n".join(lines)
+
+
+def _plain(message: str) -> str:
+    """Pydantic's message without its prefixes: "Input should be ..." -> "should be ..."."""
+    for prefix in ("Value error, ", "Input "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def _shown(value: object) -> str:
+    text = ",".join(sorted(map(str, value))) if isinstance(value, frozenset | set) else value
+    return repr(text)[:80]
 
 
 def load_settings(**overrides: object) -> Settings:

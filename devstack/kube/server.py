@@ -211,6 +211,9 @@ class KubeApiServer:
         self.url = ""
         self.port = port
         self.bookmark_interval = 1.0  # seconds between BOOKMARKs when a watch asks for them
+        # SelfSubjectAccessReview answers: everything is allowed but these (verb, group,
+        # resource, subresource), which a test adds to take a permission away (`deny`).
+        self.denied: set[tuple[str, str, str, str]] = set()
         self._runner: web.AppRunner | None = None
         self._controller_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -415,6 +418,11 @@ class KubeApiServer:
         if parts in (["healthz"], ["readyz"], ["livez"]):
             record.verb = "get"
             return web.Response(text="ok")
+        if parts == ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]:
+            record.verb, record.resource = "create", "selfsubjectaccessreviews"
+            if request.method != "POST":
+                raise errors.method_not_allowed()
+            return _json(self._access_review(await self._body(request)), 201)
         try:
             route = parse_path(request.path, f"127.0.0.1:{self.port}")
         except _Discovery as doc:
@@ -426,6 +434,32 @@ class KubeApiServer:
         record.resource, record.namespace = route.res.key, route.namespace
         record.name, record.subresource = route.name, route.subresource
         return await self._dispatch(request, route, record.verb)
+
+    def deny(self, verb: str, resource: str, *, group: str = "", subresource: str = "") -> None:
+        """Take one permission away from every client (SelfSubjectAccessReview says no)."""
+        self.denied.add((verb, group, resource, subresource))
+
+    def _access_review(self, body: JSON) -> JSON:
+        """What kube-apiserver returns for a SelfSubjectAccessReview: the spec echoed, and
+        status.allowed. Only resourceAttributes are answered (nonResourceAttributes: allowed)."""
+        attrs = (body.get("spec") or {}).get("resourceAttributes") or {}
+        key = (
+            str(attrs.get("verb", "")),
+            str(attrs.get("group", "")),
+            str(attrs.get("resource", "")),
+            str(attrs.get("subresource", "")),
+        )
+        allowed = key not in self.denied
+        status: JSON = {"allowed": allowed}
+        if not allowed:
+            status["reason"] = "denied by the emulator (KubeApiServer.deny)"
+        return {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "metadata": {"creationTimestamp": None},
+            "spec": body.get("spec") or {},
+            "status": status,
+        }
 
     async def _dispatch(self, request: web.Request, route: Route, verb: str) -> web.StreamResponse:
         query = dict(request.query)

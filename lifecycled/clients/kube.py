@@ -263,5 +263,27 @@ class KubeClient:
 
     # --- events ----------------------------------------------------------------------------
 
+    async def can(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        subresource: str = "",
+        namespace: str = "",
+    ) -> bool:
+        """Whether our account may `verb` the resource (SelfSubjectAccessReview; `lifecycled
+        check`). Namespace "": in every namespace."""
+        attributes = {"verb": verb, "group": group, "resource": resource}
+        attributes |= {"subresource": subresource} if subresource else {}
+        attributes |= {"namespace": namespace} if namespace else {}
+        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview"}
+        body["spec"] = {"resourceAttributes": attributes}  # type: ignore[assignment]
+        api = client.AuthorizationV1Api(self.api)
+        reply = await self._request(
+            "create_self_subject_access_review", api.create_self_subject_access_review, body
+        )
+        return bool((reply.get("status") or {}).get("allowed"))
+
     async def create_event(self, namespace: str, event: JsonDict) -> None:
         await self._request("create_event", self._core.create_namespaced_event, namespace, event)

@@ -2,11 +2,14 @@
 
 Instance ids come from `detail` only; `resources` ARNs are never trusted. A known source
 with a detail-type outside the table is a well-formed event that asks nothing of us
-(`Ignored`); any other source is refused (`FOREIGN_SOURCE`).
+(`Ignored`); so is a well-formed event of another AWS service (`aws.ecs` task state changes
+on a bus shared with other rules: counted and deleted, the dead-letter queue stays for real
+problems). Any other source is refused (`FOREIGN_SOURCE`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
@@ -33,6 +36,10 @@ CANCELLED_HEALTH_STATUSES = frozenset({"closed", "cancelled"})
 
 Parser = Callable[[EventMeta, JsonObject], Notice | Ignored]
 
+# An AWS service's source as EventBridge spells it (`aws.ecs`, `aws.elasticloadbalancing`):
+# only lower-case letters, digits and dashes after `aws.`, bounded like a service name.
+AWS_SOURCE = re.compile(r"aws\.[a-z][a-z0-9-]{0,62}")
+
 
 def is_event(obj: JsonObject) -> bool:
     return "source" in obj or "detail-type" in obj
@@ -41,10 +48,16 @@ def is_event(obj: JsonObject) -> bool:
 def parse_event(obj: JsonObject, envelope: Envelope) -> Notice | Ignored:
     """One EventBridge event; raises `Reject`."""
     source = req_str(obj, "source", "event")
-    if source not in KNOWN_SOURCES:
+    known = source in KNOWN_SOURCES
+    if not known and not AWS_SOURCE.fullmatch(source):
         raise Reject(RejectReason.FOREIGN_SOURCE, f"event.source {clip(source)} is not ours")
     detail_type = req_str(obj, "detail-type", "event")
     meta = _meta(obj, envelope)
+    if not known:
+        # Well-formed (id, time, an object `detail`) but of a service we do not act on.
+        req_obj(obj, "detail", "event")
+        detail = f"{source} is an AWS service lifecycled does not act on"
+        return meta.ignored(IgnoreReason.UNHANDLED_SOURCE, detail)
     parser = PARSERS.get((source, detail_type))
     if parser is None:
         detail = f"{source} detail-type {clip(detail_type)} needs no action"

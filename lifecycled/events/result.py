@@ -37,6 +37,7 @@ class RejectReason(enum.StrEnum):
 class IgnoreReason(enum.StrEnum):
     """Well-formed messages that ask nothing of us (deleted, counted, not dead-lettered)."""
 
+    UNHANDLED_SOURCE = "unhandled_source"  # another AWS service's event (aws.ecs, ...)
     UNHANDLED_DETAIL_TYPE = "unhandled_detail_type"
     UNHANDLED_HEALTH_EVENT = "unhandled_health_event"
     UNHANDLED_STATE = "unhandled_state"

@@ -145,7 +145,20 @@ HOSTILE: list[tuple[str, bytes | str | dict[str, Any], RejectReason]] = [
         R.MISSING_FIELD,
     ),
     ("foreign source", replaced(spot(), "my.app", "source"), R.FOREIGN_SOURCE),
-    ("other AWS source", replaced(spot(), "aws.s3", "source"), R.FOREIGN_SOURCE),
+    ("AWS-like source, upper case", replaced(spot(), "aws.ECS", "source"), R.FOREIGN_SOURCE),
+    ("AWS-like source, a dot more", replaced(spot(), "aws.ec2.x", "source"), R.FOREIGN_SOURCE),
+    ("AWS-like source, too long", replaced(spot(), "aws." + "e" * 80, "source"), R.FOREIGN_SOURCE),
+    ("bare aws.", replaced(spot(), "aws.", "source"), R.FOREIGN_SOURCE),
+    (
+        "other AWS source, no detail",
+        without(replaced(spot(), "aws.s3", "source"), "detail"),
+        R.MISSING_FIELD,
+    ),
+    (
+        "other AWS source, no time",
+        without(replaced(spot(), "aws.ecs", "source"), "time"),
+        R.MISSING_FIELD,
+    ),
     ("huge foreign source", replaced(spot(), "z" * 400, "source"), R.FOREIGN_SOURCE),
     (
         "foreign Service",

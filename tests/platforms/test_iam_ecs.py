@@ -24,6 +24,7 @@ NOT_IN_ECS_MODE = (
     "platforms/kube_lb.py",
     "sources/imds.py",
     "clients/",
+    "preflight.py",  # `lifecycled check`, not the service
 )
 IAM_PREFIX = {"elbv2": "elasticloadbalancing", "elb": "elasticloadbalancing"}
 # Not an API call, but RunTask needs it for task definitions with task/execution roles.

@@ -60,6 +60,33 @@ class AutoScalingClient(ServiceClient):
             **_token(token),
         )
 
+    async def groups_tagged(self, key: str, value: str | None) -> list[str]:
+        """Names of the Auto Scaling groups carrying tag `key` (with `value` when given)."""
+        name = f"tag:{key}" if value is not None else "tag-key"
+        filters = [{"Name": name, "Values": [value if value is not None else key]}]
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            extra = {"NextToken": token} if token else {}
+            reply = await self._call("describe_auto_scaling_groups", Filters=filters, **extra)
+            names += [str(g["AutoScalingGroupName"]) for g in reply.get("AutoScalingGroups", [])]
+            token = reply.get("NextToken")
+            if not token:
+                return sorted(names)
+
+    async def terminating_hook_infos(self, group: str) -> dict[str, HookInfo]:
+        """The group's EC2_INSTANCE_TERMINATING hooks by name, with their timeouts."""
+        reply = await self._call("describe_lifecycle_hooks", AutoScalingGroupName=group)
+        return {
+            str(found["LifecycleHookName"]): HookInfo(
+                heartbeat_timeout=int(found.get("HeartbeatTimeout", 3600)),
+                global_timeout=int(found.get("GlobalTimeout", 172800)),
+                default_result=str(found.get("DefaultResult", "ABANDON")),
+            )
+            for found in reply.get("LifecycleHooks", [])
+            if found.get("LifecycleTransition") == TERMINATING_TRANSITION
+        }
+
     async def terminating_hooks(self, group: str) -> list[str]:
         """Names of the group's lifecycle hooks on EC2_INSTANCE_TERMINATING."""
         reply = await self._call("describe_lifecycle_hooks", AutoScalingGroupName=group)

@@ -19,6 +19,10 @@ class InstanceInfo:
 class Ec2Client(ServiceClient):
     service = "ec2"
 
+    async def can_describe(self) -> None:
+        """The cheapest DescribeInstances (`lifecycled check`): raises when not allowed."""
+        await self._call("describe_instances", MaxResults=5)
+
     async def describe_instance(self, instance_id: str) -> InstanceInfo | None:
         try:
             reply = await self._call("describe_instances", InstanceIds=[instance_id])

@@ -87,6 +87,11 @@ class SqsClient(ServiceClient):
             VisibilityTimeout=seconds,
         )
 
+    async def attributes(self, queue_url: str) -> dict[str, str]:
+        """All the queue's attributes (`lifecycled check`)."""
+        reply = await self._call("get_queue_attributes", QueueUrl=queue_url, AttributeNames=["All"])
+        return {str(k): str(v) for k, v in reply.get("Attributes", {}).items()}
+
     async def has_dead_letter_queue(self, queue_url: str) -> bool:
         return (await self.redrive(queue_url)) is not None
 
