@@ -162,6 +162,17 @@ class Jobs(Group):
     stop_lead_seconds: float = Field(default=180.0, ge=0, validation_alias="job_stop_lead_seconds")
     requeue_max_attempts: int = Field(default=3, ge=0)
     requeue_queue_url: str | None = None
+    requeue_enabled: bool = Field(
+        default=True,
+        description="Requeue non-idempotent jobs near the deadline; false: they are waited "
+        "for, then evicted, as idempotent ones are (the chart's jobs.requeue.enabled).",
+    )
+    requeue_namespaces: frozenset[str] = Field(
+        default=frozenset(),
+        description="Requeue only jobs in these namespaces (comma-separated; empty: all); "
+        "jobs elsewhere are treated as idempotent. Kubernetes only.",
+    )
+    _csv = field_validator("requeue_namespaces", mode="before")(_split_csv)
 
 
 class LoadBalancers(Group):
