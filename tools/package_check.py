@@ -127,6 +127,51 @@ def kube_permissions() -> set[tuple[str, str, str]]:
     return found
 
 
+def kube_client_methods() -> dict[str, set[tuple[str, str, str]]]:
+    """KubeClient method -> the permissions its _request calls need."""
+    tree = ast.parse((ROOT / "lifecycled" / "clients" / "kube.py").read_text())
+    methods: dict[str, set[tuple[str, str, str]]] = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
+                    target = node.args[1]
+                    assert isinstance(target, ast.Attribute)
+                    assert isinstance(target.value, ast.Attribute)
+                    perm = api_permission(GROUPS[target.value.attr], target.attr)
+                    methods.setdefault(fn.name, set()).add(perm)
+    return methods
+
+
+REQUEUE_CLASSES = {"_JobTarget", "_PodTarget"}  # lifecycled/platforms/kube_jobs.py
+
+
+def requeue_permissions() -> set[tuple[str, str, str]]:
+    """What only requeueing needs: KubeClient methods the requeue targets call and no other
+    product code does (jobs.requeue.enabled=false leaves these out of the ClusterRole)."""
+    methods = kube_client_methods()
+    in_requeue: set[str] = set()
+    elsewhere: set[str] = set()
+    for path in (ROOT / "lifecycled").rglob("*.py"):
+        if path.name == "kube.py" and path.parent.name == "clients":
+            continue
+        tree = ast.parse(path.read_text())
+        requeue_nodes = {
+            id(n)
+            for c in ast.walk(tree)
+            if isinstance(c, ast.ClassDef) and c.name in REQUEUE_CLASSES
+            for n in ast.walk(c)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                (in_requeue if id(node) in requeue_nodes else elsewhere).add(node.attr)
+    expect(in_requeue, f"found no Kubernetes calls in {sorted(REQUEUE_CLASSES)}")
+    only = in_requeue - elsewhere
+    return {perm for m in only for perm in methods[m]} - {
+        perm for m in elsewhere for perm in methods[m]
+    }
+
+
 def lease_permissions() -> set[tuple[str, str, str]]:
     """What the client library's LeaseLock (used by clients/leader.py) calls."""
     from kubernetes_asyncio.leaderelection.resourcelock import leaselock
@@ -249,7 +294,15 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
     if region or values["mode"] == "queue":
         expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
 
+    requeue = values["jobs"]["requeue"]
+    expect(settings.jobs.requeue_enabled is bool(requeue["enabled"]), "requeue_enabled")
+    wanted_namespaces = set(requeue["namespaces"]) if requeue["enabled"] else set()
+    expect(settings.jobs.requeue_namespaces == wanted_namespaces, "requeue_namespaces")
+    tag = values["image"]["tag"] or yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    expect(str(container["image"]).startswith(f"{values['image']['repository']}:{tag}"), "tag")
+
     if values["mode"] == "imds":
+        check_placement(values, pod)
         expect(settings.imds.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
         tolerations = pod.get("tolerations", [])
         expect(
@@ -266,19 +319,74 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
         )
 
 
+FARGATE = {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn", "values": ["fargate"]}
+
+
+def check_placement(values: Doc, pod: Doc) -> None:
+    """The DaemonSet: Linux nodes only, never Fargate's virtual nodes (unless told otherwise),
+    and the user's own nodeSelector and affinity kept."""
+    os_name = values["daemonset"]["targetNodeOs"]
+    selector = pod.get("nodeSelector", {})
+    expect(selector.get("kubernetes.io/os") == (os_name or None), f"os selector {selector}")
+    expect(values["nodeSelector"].items() <= selector.items(), "nodeSelector not kept")
+    required = (
+        pod.get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+    )
+    terms = required.get("nodeSelectorTerms", [])
+    theirs = (
+        values["affinity"]
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    if values["daemonset"]["excludeFargate"]:
+        expect(terms and all(FARGATE in t.get("matchExpressions", []) for t in terms), "Fargate")
+        expect(len(terms) == max(1, len(theirs)), "nodeSelectorTerms added or lost")
+        for mine, their in zip(terms, theirs, strict=False):
+            kept = [e for e in mine["matchExpressions"] if e != FARGATE]
+            expect(kept == their.get("matchExpressions", []), "affinity terms not kept")
+    else:
+        expect(terms == theirs, "affinity changed without excludeFargate")
+
+
 def check_rbac(values: Doc, docs: list[Doc]) -> None:
     by_kind: dict[str, list[Doc]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
     cluster_roles = by_kind.get("ClusterRole", [])
+    requeue = values["jobs"]["requeue"]
+    namespaces = requeue["namespaces"] if requeue["enabled"] else []
+    roles = by_kind.get("Role", [])
+    requeue_roles = [r for r in roles if r["metadata"]["name"].endswith("-requeue")]
     if values["platform"] == "kubernetes":
         expect(len(cluster_roles) == 1, "expected one ClusterRole")
         granted, needed = rbac_rules(cluster_roles[0]), kube_permissions()
+        only_requeue = requeue_permissions()
+        expect(
+            {("", "pods", "create"), ("", "pods", "delete"), ("batch", "jobs", "create")}
+            <= only_requeue,
+            f"requeue-only permissions {sorted(only_requeue)}",
+        )
+        if not requeue["enabled"] or namespaces:
+            needed = needed - only_requeue
         expect(needed <= granted, f"ClusterRole lacks {sorted(needed - granted)}")
         expect(granted <= needed, f"ClusterRole grants unused {sorted(granted - needed)}")
+        in_roles = sorted(r["metadata"]["namespace"] for r in requeue_roles)
+        expect(in_roles == sorted(namespaces), f"requeue Roles in {in_roles}, not {namespaces}")
+        for role in requeue_roles:
+            expect(rbac_rules(role) == only_requeue, f"requeue Role grants {rbac_rules(role)}")
+        bound = sorted(
+            b["metadata"]["namespace"]
+            for b in by_kind.get("RoleBinding", [])
+            if b["roleRef"]["name"].endswith("-requeue")
+        )
+        expect(bound == sorted(namespaces), f"requeue RoleBindings in {bound}")
     else:
         expect(not cluster_roles, "platform ecs needs no ClusterRole")
-    roles = by_kind.get("Role", [])
+        expect(not requeue_roles, "platform ecs needs no requeue Role")
+    roles = [r for r in roles if r not in requeue_roles]
     if values["leaderElection"]["enabled"]:
         expect(len(roles) == 1, "expected one Role for the Lease")
         granted = {(g, r, v) for g, r, v in rbac_rules(roles[0])}
@@ -405,7 +513,15 @@ def helm_lint(_: argparse.Namespace) -> None:
 def helm_template(args: argparse.Namespace) -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     expect(defaults["daemonset"]["hostNetwork"] is False, "hostNetwork must stay opt-in")
-    expect(defaults["mode"] == "queue" and defaults["replicaCount"] == 1, "default install")
+    expect(defaults["mode"] == "imds", "the defaults must render (IMDS mode needs no queue)")
+    expect(defaults["jobs"]["requeue"]["enabled"] is True, "requeueing is on by default")
+    expect(
+        defaults["daemonset"]["targetNodeOs"] == "linux"
+        and defaults["daemonset"]["excludeFargate"],
+        "the DaemonSet defaults to Linux, non-Fargate nodes",
+    )
+    names = {p.name for p in (CHART / "ci").glob("*.yaml")}
+    expect({"default-values.yaml", "requeue-off-values.yaml"} <= names, "scenarios missing")
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="package-check-"))
     out.mkdir(parents=True, exist_ok=True)
     rendered = []
@@ -449,18 +565,24 @@ def notes(_: argparse.Namespace) -> None:
             expect("<no value>" not in rendered, f"{path.name}: NOTES.txt has <no value>")
 
 
-Q = ["--set", "queueUrl=https://q"]
+Q = ["--set", "mode=queue", "--set", "queueUrl=https://q"]
 IMDS = ["--set", "mode=imds"]
 REFUSED = [
-    ("queue mode without a queue", [], "queueUrl is required"),
+    ("queue mode without a queue", ["--set", "mode=queue"], "queueUrl is required"),
     ("imds on ECS", ["--set", "mode=imds", "--set", "platform=ecs"], "needs platform kubernetes"),
     ("two consumers without a leader", [*Q, "--set", "replicaCount=2"], "needs leaderElection"),
+    ("an unknown node OS", ["--set", "daemonset.targetNodeOs=windows"], "targetNodeOs"),
     ("a misspelt setting", [*Q, "--set", "config.rebalance_actoin=drain"], "rebalance_actoin"),
     ("a setting the chart owns", [*Q, "--set", "config.source=imds"], "source"),
     ("an unknown mode", ["--set", "mode=sidecar"], "mode"),
     ("out of bounds", [*Q, "--set", "config.heartbeat_fraction=1.5"], "heartbeat_fraction"),
     ("a grace shorter than the shutdown", [*Q, "--set", "config.shutdown_grace_seconds=60"],
      "must exceed config.shutdown_grace_seconds"),
+    ("requeue namespaces with requeueing off",
+     ["--set", "jobs.requeue.enabled=false", "--set", "jobs.requeue.namespaces={batch}"],
+     "jobs.requeue.namespaces needs jobs.requeue.enabled"),
+    ("a requeue setting the chart owns", ["--set", "config.requeue_enabled=false"],
+     "requeue_enabled"),
     ("leader election in imds mode", [*IMDS, "--set", "leaderElection.enabled=true"],
      "leaderElection is for queue mode"),
 ]  # fmt: skip

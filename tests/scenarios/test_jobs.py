@@ -303,7 +303,7 @@ async def test_with_requeueing_off_a_non_idempotent_job_is_evicted_not_copied(
     manifest["spec"]["podFailurePolicy"] = {
         "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
     }
-    pod_name, node = await start_job(stack, manifest)
+    _, node = await start_job(stack, manifest)
     async with service_for(requeue_enabled=False) as service:
         stack.aws.send_spot_interruption(instance_on(stack, node))
         await eventually(spot_drained(service), within=20)
