@@ -138,6 +138,23 @@ class Drain(Group):
     eviction_retry_seconds: float = Field(default=2.0, gt=0)
     node_cache_seconds: float = Field(default=30.0, ge=0)  # node list used to resolve instances
     dedupe_seconds: float = Field(default=3600.0, ge=0)  # how long an event id is remembered
+    pod_grace_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evict pods with this termination grace period instead of their own "
+        "(NTH's --pod-termination-grace-period), capped by the seconds left to the deadline.",
+    )
+    taint_key: str = Field(
+        default="lifecycled.io/draining",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        description="The key of the taint put on a draining node (NTH's --taint-node uses "
+        "aws-node-termination-handler/...).",
+    )
+    taint_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="NoSchedule",
+        description="The draining taint's effect. NoExecute makes the kubelet evict pods that "
+        "do not tolerate it at once, bypassing PodDisruptionBudgets.",
+    )
 
     @property
     def rebalance_action(self) -> ActionName:
