@@ -628,7 +628,7 @@ def queue_template(_: argparse.Namespace) -> None:
     from lifecycled.rules import EVENT_RULES
 
     template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
-    resources = template["Resources"]
+    resources = {k: v for k, v in template["Resources"].items() if not k.startswith("Fn::")}
     rules = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::Events::Rule"}
     patterns = sorted(yaml.safe_dump(p["EventPattern"], sort_keys=True) for p in rules.values())
     wanted = sorted(yaml.safe_dump(r.pattern, sort_keys=True) for r in EVENT_RULES)
@@ -648,6 +648,58 @@ def queue_template(_: argparse.Namespace) -> None:
     for name, rule in rules.items():
         (target,) = rule["Targets"]
         expect(target["Arn"] == {"Fn::GetAtt": ["Queue", "Arn"]}, f"{name} targets the queue")
+
+
+# The template's Sub variables -> the docs' placeholders (docs/iam-*.json).
+PLACEHOLDERS = [("${AWS::Partition}", "aws"), ("${AWS::Region}", "REGION"),
+                ("${AWS::AccountId}", "ACCOUNT"), ("${QueueName}-dlq", "NOTICE_QUEUE_DLQ"),
+                ("${QueueName}", "NOTICE_QUEUE"), ("${RequeueQueueName}", "REQUEUE_QUEUE"),
+                ("${AutoScalingGroupNamePrefix}", "ASG_NAME_PREFIX"),
+                ("${TargetGroupNamePrefix}", "TARGET_GROUP_PREFIX"),
+                ("${ClassicElbName}", "CLASSIC_ELB_NAME"), ("${EcsClusterName}", "CLUSTER"),
+                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES")]  # fmt: skip
+
+
+def as_documented(value: Any) -> Any:
+    """A template policy with its conditions taken and its !Sub variables as placeholders."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"]
+        for var, placeholder in PLACEHOLDERS:
+            text = text.replace(var, placeholder)
+        expect("${" not in text, f"unknown variable in {text}")
+        return text
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        return as_documented(value["Fn::If"][1])  # the optional statement, when wanted
+    if isinstance(value, dict):
+        return {k: as_documented(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_documented(v) for v in value]
+    return value
+
+
+@step("queue.yaml: hooks per named group; the IRSA role's policies are docs/iam-*.json")
+def queue_template_role(_: argparse.Namespace) -> None:
+    import json
+
+    template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
+    resources = template["Resources"]
+    (hooks,) = [v for k, v in resources.items() if k.startswith("Fn::ForEach::")]
+    (hook,) = hooks[2].values()
+    expect(hooks[1] == {"Ref": "HookGroupNames"}, "hooks are not one per HookGroupNames")
+    props = hook["Properties"]
+    expect(props["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING", "transition")
+    expect("NotificationTargetARN" not in props, "hooks notify through EventBridge, not a target")
+    expect(hook["Condition"] == "HasHookGroups", "an empty HookGroupNames makes a hook")
+    for name, doc in (("KubernetesPolicy", "iam-kubernetes.json"), ("EcsPolicy", "iam-ecs.json")):
+        policy = as_documented(resources[name]["Properties"]["PolicyDocument"])
+        documented = json.loads((ROOT / "docs" / doc).read_text())
+        expect(policy == documented, f"{name} differs from docs/{doc}")
+    trust = resources["Role"]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
+    expect("sts:AssumeRoleWithWebIdentity" in trust, "the role is not for IRSA")
+    expect(
+        "system:serviceaccount:${ServiceAccountNamespace}:${ServiceAccountName}" in trust,
+        "the role is not limited to lifecycled's service account",
+    )
 
 
 # What only the tests, the demos and the benchmarks use: the product must never import it.
