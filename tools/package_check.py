@@ -702,6 +702,85 @@ def queue_template_role(_: argparse.Namespace) -> None:
     )
 
 
+def unquoted(value: Any) -> Any:
+    """python-hcl2 keeps string literals' quotes (and `__comments__`): plain values."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    if isinstance(value, dict):
+        return {unquoted(k): unquoted(v) for k, v in value.items() if k != "__comments__"}
+    if isinstance(value, list):
+        return [unquoted(v) for v in value]
+    return value
+
+
+def terraform() -> dict[str, Any]:
+    """deploy/terraform/*.tf parsed (terraform itself is not installable offline)."""
+    import hcl2
+
+    found: dict[str, Any] = {"locals": {}, "resource": {}, "variable": {}}
+    for path in sorted((ROOT / "deploy" / "terraform").glob("*.tf")):
+        try:
+            parsed = unquoted(hcl2.loads(path.read_text()))
+        except Exception as exc:  # the parser's own errors (lark's) have no common base
+            raise CheckFailed(f"{path.name} does not parse: {exc}") from exc
+        for block in parsed.get("locals", []):
+            found["locals"].update(block)
+        for block in parsed.get("resource", []):
+            for kind, named in block.items():
+                found["resource"].setdefault(kind, {}).update(named)
+        for block in parsed.get("variable", []):
+            found["variable"].update(block)
+    return found
+
+
+@step("deploy/terraform parses; its rules, queues and hooks are the CloudFormation stack's")
+def terraform_module(_: argparse.Namespace) -> None:
+    from lifecycled.rules import EVENT_RULES
+
+    tf = terraform()
+    template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
+    resources, params = template["Resources"], template["Parameters"]
+    rules = tf["locals"]["rules"]
+    wanted = {r.name.removeprefix("lifecycled-"): r.pattern for r in EVENT_RULES}
+    expect(rules == wanted, "the module's event patterns differ from rules.py's")
+    cfn_rules = {v["Properties"]["Name"]["Fn::Sub"].removeprefix("${QueueName}-")
+                 for v in resources.values() if isinstance(v, dict)
+                 and v.get("Type") == "AWS::Events::Rule"}  # fmt: skip
+    expect(set(rules) == cfn_rules, f"rule names {sorted(rules)} != {sorted(cfn_rules)}")
+    queues = tf["resource"]["aws_sqs_queue"]
+    cfn_queue = resources["Queue"]["Properties"]
+    queue = queues["queue"]
+    expect(queue["receive_wait_time_seconds"] == cfn_queue["ReceiveMessageWaitTimeSeconds"], "wait")
+    expect(queue["visibility_timeout_seconds"] == cfn_queue["VisibilityTimeout"], "visibility")
+    expect(all(q["sqs_managed_sse_enabled"] is True for q in queues.values()), "SSE")
+    expect("maxReceiveCount = var.max_receive_count" in queue["redrive_policy"], "redrive")
+    variables = tf["variable"]
+    for var, param in (("max_receive_count", "MaxReceiveCount"),
+                       ("message_retention_seconds", "MessageRetentionSeconds"),
+                       ("dead_letter_retention_seconds", "DeadLetterRetentionSeconds"),
+                       ("hook_heartbeat_timeout", "HookHeartbeatTimeout"),
+                       ("hook_default_result", "HookDefaultResult"),
+                       ("queue_name", "QueueName")):  # fmt: skip
+        expect(variables[var]["default"] == params[param]["Default"], f"{var} default")
+    hook = tf["resource"]["aws_autoscaling_lifecycle_hook"]["terminate"]
+    expect(hook["lifecycle_transition"] == "autoscaling:EC2_INSTANCE_TERMINATING", "hook")
+    expect(hook["for_each"] == "${toset(var.hook_group_names)}", "a hook per named group")
+    targets = tf["resource"]["aws_cloudwatch_event_target"]["queue"]
+    expect(targets["arn"] == "${aws_sqs_queue.queue.arn}", "the rules target the queue")
+    policy = tf["resource"]["aws_sqs_queue_policy"]["queue"]["policy"]
+    expect("aws_cloudwatch_event_rule.rule" in policy and "events.amazonaws.com" in policy,
+           "the queue policy does not limit senders to the rules")  # fmt: skip
+    documented = {"docs/iam-${var.role_policy}.json" in str(tf["locals"].get("documented"))}
+    expect(documented == {True}, "the role's policy is not read from docs/iam-*.json")
+    optional = tf["locals"]["optional"]
+    cfn_optional = {
+        s["Fn::If"][1]["Sid"]
+        for s in resources["KubernetesPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        if "Fn::If" in s
+    }
+    expect(set(optional) == cfn_optional, f"optional statements {sorted(optional)}")
+
+
 # What only the tests, the demos and the benchmarks use: the product must never import it.
 DEV_ONLY_IMPORTS = frozenset({"devstack", "moto", "boto3", "pytest", "tests"})
 
