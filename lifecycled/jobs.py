@@ -37,6 +37,9 @@ class Decision(enum.StrEnum):
 class Workload:
     is_job: bool
     idempotent: bool
+    # False: requeueing is off for it (LIFECYCLED_REQUEUE_ENABLED / _NAMESPACES); a
+    # non-idempotent job is then treated as an idempotent one.
+    requeue: bool = True
 
 
 def parse_flag(value: object, default: bool) -> bool:
@@ -55,7 +58,9 @@ def decide(workload: Workload, *, remaining: float, stop_lead: float) -> Decisio
         return Decision.EVICT
     if remaining > stop_lead:
         return Decision.WAIT
-    return Decision.EVICT if workload.idempotent else Decision.REQUEUE
+    if workload.idempotent or not workload.requeue:
+        return Decision.EVICT
+    return Decision.REQUEUE
 
 
 def requeue_name(original: str, attempt: int) -> str:

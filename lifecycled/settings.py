@@ -177,6 +177,23 @@ class Drain(Group):
     nodes warned a moment later"""
     eviction_settle_max_seconds: float = Field(default=15.0, ge=0)
     """the longest that wait lasts (never more than a quarter of the time left)"""
+    pod_grace_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evict pods with this termination grace period instead of their own "
+        "(NTH's --pod-termination-grace-period), capped by the seconds left to the deadline.",
+    )
+    taint_key: str = Field(
+        default="lifecycled.io/draining",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$",
+        description="The key of the taint put on a draining node (NTH's --taint-node uses "
+        "aws-node-termination-handler/...).",
+    )
+    taint_effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="NoSchedule",
+        description="The draining taint's effect. NoExecute makes the kubelet evict pods that "
+        "do not tolerate it at once, bypassing PodDisruptionBudgets.",
+    )
 
     @property
     def rebalance_action(self) -> ActionName:
@@ -208,6 +225,17 @@ class Jobs(Group):
     """a job interrupted more often is not requeued again"""
     requeue_queue_url: str | None = None
     """hand requeued jobs to this (FIFO) SQS queue instead of creating them in the cluster"""
+    requeue_enabled: bool = Field(
+        default=True,
+        description="Requeue non-idempotent jobs near the deadline; false: they are waited "
+        "for, then evicted, as idempotent ones are (the chart's jobs.requeue.enabled).",
+    )
+    requeue_namespaces: frozenset[str] = Field(
+        default=frozenset(),
+        description="Requeue only jobs in these namespaces (comma-separated; empty: all); "
+        "jobs elsewhere are treated as idempotent. Kubernetes only.",
+    )
+    _csv = field_validator("requeue_namespaces", mode="before")(_split_csv)
 
 
 class LoadBalancers(Group):

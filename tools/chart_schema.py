@@ -34,12 +34,15 @@ CHART_OWNED = {
     "lease_namespace": "POD_NAMESPACE (the release namespace)",
     "identity": "POD_NAME",
     "node_name": "NODE_NAME",
+    "requeue_enabled": "jobs.requeue.enabled",
+    "requeue_namespaces": "jobs.requeue.namespaces",
 }
 
 ROLE_ARN = "^(|arn:aws[a-z-]*:iam::[0-9]{12}:role/.+)$"
 OBJECT = {"type": "object"}
 STRING = {"type": "string"}
 BOOLEAN = {"type": "boolean"}
+NAMESPACE = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"}
 
 
 def setting_schema(annotation: Any, metadata: list[Any], default: Any) -> dict[str, Any]:
@@ -165,8 +168,20 @@ def values_schema() -> dict[str, Any]:
                 }
             ),
             "rbac": obj({"create": BOOLEAN}),
+            "jobs": obj(
+                {
+                    "requeue": obj(
+                        {
+                            "enabled": BOOLEAN,
+                            "namespaces": {"type": "array", "items": NAMESPACE},
+                        }
+                    )
+                }
+            ),
             "daemonset": obj(
                 {
+                    "targetNodeOs": {"enum": ["linux", ""]},
+                    "excludeFargate": BOOLEAN,
                     "hostNetwork": BOOLEAN,
                     "priorityClassName": STRING,
                     "tolerations": {"type": "array", "items": OBJECT},

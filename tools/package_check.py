@@ -127,6 +127,51 @@ def kube_permissions() -> set[tuple[str, str, str]]:
     return found
 
 
+def kube_client_methods() -> dict[str, set[tuple[str, str, str]]]:
+    """KubeClient method -> the permissions its _request calls need."""
+    tree = ast.parse((ROOT / "lifecycled" / "clients" / "kube.py").read_text())
+    methods: dict[str, set[tuple[str, str, str]]] = {}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
+                    target = node.args[1]
+                    assert isinstance(target, ast.Attribute)
+                    assert isinstance(target.value, ast.Attribute)
+                    perm = api_permission(GROUPS[target.value.attr], target.attr)
+                    methods.setdefault(fn.name, set()).add(perm)
+    return methods
+
+
+REQUEUE_CLASSES = {"_JobTarget", "_PodTarget"}  # lifecycled/platforms/kube_jobs.py
+
+
+def requeue_permissions() -> set[tuple[str, str, str]]:
+    """What only requeueing needs: KubeClient methods the requeue targets call and no other
+    product code does (jobs.requeue.enabled=false leaves these out of the ClusterRole)."""
+    methods = kube_client_methods()
+    in_requeue: set[str] = set()
+    elsewhere: set[str] = set()
+    for path in (ROOT / "lifecycled").rglob("*.py"):
+        if path.name == "kube.py" and path.parent.name == "clients":
+            continue
+        tree = ast.parse(path.read_text())
+        requeue_nodes = {
+            id(n)
+            for c in ast.walk(tree)
+            if isinstance(c, ast.ClassDef) and c.name in REQUEUE_CLASSES
+            for n in ast.walk(c)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                (in_requeue if id(node) in requeue_nodes else elsewhere).add(node.attr)
+    expect(in_requeue, f"found no Kubernetes calls in {sorted(REQUEUE_CLASSES)}")
+    only = in_requeue - elsewhere
+    return {perm for m in only for perm in methods[m]} - {
+        perm for m in elsewhere for perm in methods[m]
+    }
+
+
 def lease_permissions() -> set[tuple[str, str, str]]:
     """What the client library's LeaseLock (used by clients/leader.py) calls."""
     from kubernetes_asyncio.leaderelection.resourcelock import leaselock
@@ -249,7 +294,15 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
     if region or values["mode"] == "queue":
         expect(region and env.get("AWS_REGION") == region, f"AWS_REGION is not {region}")
 
+    requeue = values["jobs"]["requeue"]
+    expect(settings.jobs.requeue_enabled is bool(requeue["enabled"]), "requeue_enabled")
+    wanted_namespaces = set(requeue["namespaces"]) if requeue["enabled"] else set()
+    expect(settings.jobs.requeue_namespaces == wanted_namespaces, "requeue_namespaces")
+    tag = values["image"]["tag"] or yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    expect(str(container["image"]).startswith(f"{values['image']['repository']}:{tag}"), "tag")
+
     if values["mode"] == "imds":
+        check_placement(values, pod)
         expect(settings.imds.node_name == FIELD_REFS["spec.nodeName"], "NODE_NAME not from spec")
         tolerations = pod.get("tolerations", [])
         expect(
@@ -266,19 +319,74 @@ def check_workload(values: Doc, docs: list[Doc]) -> None:
         )
 
 
+FARGATE = {"key": "eks.amazonaws.com/compute-type", "operator": "NotIn", "values": ["fargate"]}
+
+
+def check_placement(values: Doc, pod: Doc) -> None:
+    """The DaemonSet: Linux nodes only, never Fargate's virtual nodes (unless told otherwise),
+    and the user's own nodeSelector and affinity kept."""
+    os_name = values["daemonset"]["targetNodeOs"]
+    selector = pod.get("nodeSelector", {})
+    expect(selector.get("kubernetes.io/os") == (os_name or None), f"os selector {selector}")
+    expect(values["nodeSelector"].items() <= selector.items(), "nodeSelector not kept")
+    required = (
+        pod.get("affinity", {})
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+    )
+    terms = required.get("nodeSelectorTerms", [])
+    theirs = (
+        values["affinity"]
+        .get("nodeAffinity", {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    if values["daemonset"]["excludeFargate"]:
+        expect(terms and all(FARGATE in t.get("matchExpressions", []) for t in terms), "Fargate")
+        expect(len(terms) == max(1, len(theirs)), "nodeSelectorTerms added or lost")
+        for mine, their in zip(terms, theirs, strict=False):
+            kept = [e for e in mine["matchExpressions"] if e != FARGATE]
+            expect(kept == their.get("matchExpressions", []), "affinity terms not kept")
+    else:
+        expect(terms == theirs, "affinity changed without excludeFargate")
+
+
 def check_rbac(values: Doc, docs: list[Doc]) -> None:
     by_kind: dict[str, list[Doc]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
     cluster_roles = by_kind.get("ClusterRole", [])
+    requeue = values["jobs"]["requeue"]
+    namespaces = requeue["namespaces"] if requeue["enabled"] else []
+    roles = by_kind.get("Role", [])
+    requeue_roles = [r for r in roles if r["metadata"]["name"].endswith("-requeue")]
     if values["platform"] == "kubernetes":
         expect(len(cluster_roles) == 1, "expected one ClusterRole")
         granted, needed = rbac_rules(cluster_roles[0]), kube_permissions()
+        only_requeue = requeue_permissions()
+        expect(
+            {("", "pods", "create"), ("", "pods", "delete"), ("batch", "jobs", "create")}
+            <= only_requeue,
+            f"requeue-only permissions {sorted(only_requeue)}",
+        )
+        if not requeue["enabled"] or namespaces:
+            needed = needed - only_requeue
         expect(needed <= granted, f"ClusterRole lacks {sorted(needed - granted)}")
         expect(granted <= needed, f"ClusterRole grants unused {sorted(granted - needed)}")
+        in_roles = sorted(r["metadata"]["namespace"] for r in requeue_roles)
+        expect(in_roles == sorted(namespaces), f"requeue Roles in {in_roles}, not {namespaces}")
+        for role in requeue_roles:
+            expect(rbac_rules(role) == only_requeue, f"requeue Role grants {rbac_rules(role)}")
+        bound = sorted(
+            b["metadata"]["namespace"]
+            for b in by_kind.get("RoleBinding", [])
+            if b["roleRef"]["name"].endswith("-requeue")
+        )
+        expect(bound == sorted(namespaces), f"requeue RoleBindings in {bound}")
     else:
         expect(not cluster_roles, "platform ecs needs no ClusterRole")
-    roles = by_kind.get("Role", [])
+        expect(not requeue_roles, "platform ecs needs no requeue Role")
+    roles = [r for r in roles if r not in requeue_roles]
     if values["leaderElection"]["enabled"]:
         expect(len(roles) == 1, "expected one Role for the Lease")
         granted = {(g, r, v) for g, r, v in rbac_rules(roles[0])}
@@ -405,7 +513,15 @@ def helm_lint(_: argparse.Namespace) -> None:
 def helm_template(args: argparse.Namespace) -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     expect(defaults["daemonset"]["hostNetwork"] is False, "hostNetwork must stay opt-in")
-    expect(defaults["mode"] == "queue" and defaults["replicaCount"] == 1, "default install")
+    expect(defaults["mode"] == "imds", "the defaults must render (IMDS mode needs no queue)")
+    expect(defaults["jobs"]["requeue"]["enabled"] is True, "requeueing is on by default")
+    expect(
+        defaults["daemonset"]["targetNodeOs"] == "linux"
+        and defaults["daemonset"]["excludeFargate"],
+        "the DaemonSet defaults to Linux, non-Fargate nodes",
+    )
+    names = {p.name for p in (CHART / "ci").glob("*.yaml")}
+    expect({"default-values.yaml", "requeue-off-values.yaml"} <= names, "scenarios missing")
     out = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="package-check-"))
     out.mkdir(parents=True, exist_ok=True)
     rendered = []
@@ -449,18 +565,24 @@ def notes(_: argparse.Namespace) -> None:
             expect("<no value>" not in rendered, f"{path.name}: NOTES.txt has <no value>")
 
 
-Q = ["--set", "queueUrl=https://q"]
+Q = ["--set", "mode=queue", "--set", "queueUrl=https://q"]
 IMDS = ["--set", "mode=imds"]
 REFUSED = [
-    ("queue mode without a queue", [], "queueUrl is required"),
+    ("queue mode without a queue", ["--set", "mode=queue"], "queueUrl is required"),
     ("imds on ECS", ["--set", "mode=imds", "--set", "platform=ecs"], "needs platform kubernetes"),
     ("two consumers without a leader", [*Q, "--set", "replicaCount=2"], "needs leaderElection"),
+    ("an unknown node OS", ["--set", "daemonset.targetNodeOs=windows"], "targetNodeOs"),
     ("a misspelt setting", [*Q, "--set", "config.rebalance_actoin=drain"], "rebalance_actoin"),
     ("a setting the chart owns", [*Q, "--set", "config.source=imds"], "source"),
     ("an unknown mode", ["--set", "mode=sidecar"], "mode"),
     ("out of bounds", [*Q, "--set", "config.heartbeat_fraction=1.5"], "heartbeat_fraction"),
     ("a grace shorter than the shutdown", [*Q, "--set", "config.shutdown_grace_seconds=60"],
      "must exceed config.shutdown_grace_seconds"),
+    ("requeue namespaces with requeueing off",
+     ["--set", "jobs.requeue.enabled=false", "--set", "jobs.requeue.namespaces={batch}"],
+     "jobs.requeue.namespaces needs jobs.requeue.enabled"),
+    ("a requeue setting the chart owns", ["--set", "config.requeue_enabled=false"],
+     "requeue_enabled"),
     ("leader election in imds mode", [*IMDS, "--set", "leaderElection.enabled=true"],
      "leaderElection is for queue mode"),
 ]  # fmt: skip
@@ -506,7 +628,7 @@ def queue_template(_: argparse.Namespace) -> None:
     from lifecycled.rules import EVENT_RULES
 
     template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
-    resources = template["Resources"]
+    resources = {k: v for k, v in template["Resources"].items() if not k.startswith("Fn::")}
     rules = {k: v["Properties"] for k, v in resources.items() if v["Type"] == "AWS::Events::Rule"}
     patterns = sorted(yaml.safe_dump(p["EventPattern"], sort_keys=True) for p in rules.values())
     wanted = sorted(yaml.safe_dump(r.pattern, sort_keys=True) for r in EVENT_RULES)
@@ -526,6 +648,137 @@ def queue_template(_: argparse.Namespace) -> None:
     for name, rule in rules.items():
         (target,) = rule["Targets"]
         expect(target["Arn"] == {"Fn::GetAtt": ["Queue", "Arn"]}, f"{name} targets the queue")
+
+
+# The template's Sub variables -> the docs' placeholders (docs/iam-*.json).
+PLACEHOLDERS = [("${AWS::Partition}", "aws"), ("${AWS::Region}", "REGION"),
+                ("${AWS::AccountId}", "ACCOUNT"), ("${QueueName}-dlq", "NOTICE_QUEUE_DLQ"),
+                ("${QueueName}", "NOTICE_QUEUE"), ("${RequeueQueueName}", "REQUEUE_QUEUE"),
+                ("${AutoScalingGroupNamePrefix}", "ASG_NAME_PREFIX"),
+                ("${TargetGroupNamePrefix}", "TARGET_GROUP_PREFIX"),
+                ("${ClassicElbName}", "CLASSIC_ELB_NAME"), ("${EcsClusterName}", "CLUSTER"),
+                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES")]  # fmt: skip
+
+
+def as_documented(value: Any) -> Any:
+    """A template policy with its conditions taken and its !Sub variables as placeholders."""
+    if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"]
+        for var, placeholder in PLACEHOLDERS:
+            text = text.replace(var, placeholder)
+        expect("${" not in text, f"unknown variable in {text}")
+        return text
+    if isinstance(value, dict) and set(value) == {"Fn::If"}:
+        return as_documented(value["Fn::If"][1])  # the optional statement, when wanted
+    if isinstance(value, dict):
+        return {k: as_documented(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_documented(v) for v in value]
+    return value
+
+
+@step("queue.yaml: hooks per named group; the IRSA role's policies are docs/iam-*.json")
+def queue_template_role(_: argparse.Namespace) -> None:
+    import json
+
+    template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
+    resources = template["Resources"]
+    (hooks,) = [v for k, v in resources.items() if k.startswith("Fn::ForEach::")]
+    (hook,) = hooks[2].values()
+    expect(hooks[1] == {"Ref": "HookGroupNames"}, "hooks are not one per HookGroupNames")
+    props = hook["Properties"]
+    expect(props["LifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING", "transition")
+    expect("NotificationTargetARN" not in props, "hooks notify through EventBridge, not a target")
+    expect(hook["Condition"] == "HasHookGroups", "an empty HookGroupNames makes a hook")
+    for name, doc in (("KubernetesPolicy", "iam-kubernetes.json"), ("EcsPolicy", "iam-ecs.json")):
+        policy = as_documented(resources[name]["Properties"]["PolicyDocument"])
+        documented = json.loads((ROOT / "docs" / doc).read_text())
+        expect(policy == documented, f"{name} differs from docs/{doc}")
+    trust = resources["Role"]["Properties"]["AssumeRolePolicyDocument"]["Fn::Sub"]
+    expect("sts:AssumeRoleWithWebIdentity" in trust, "the role is not for IRSA")
+    expect(
+        "system:serviceaccount:${ServiceAccountNamespace}:${ServiceAccountName}" in trust,
+        "the role is not limited to lifecycled's service account",
+    )
+
+
+def unquoted(value: Any) -> Any:
+    """python-hcl2 keeps string literals' quotes (and `__comments__`): plain values."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    if isinstance(value, dict):
+        return {unquoted(k): unquoted(v) for k, v in value.items() if k != "__comments__"}
+    if isinstance(value, list):
+        return [unquoted(v) for v in value]
+    return value
+
+
+def terraform() -> dict[str, Any]:
+    """deploy/terraform/*.tf parsed (terraform itself is not installable offline)."""
+    import hcl2
+
+    found: dict[str, Any] = {"locals": {}, "resource": {}, "variable": {}}
+    for path in sorted((ROOT / "deploy" / "terraform").glob("*.tf")):
+        try:
+            parsed = unquoted(hcl2.loads(path.read_text()))
+        except Exception as exc:  # the parser's own errors (lark's) have no common base
+            raise CheckFailed(f"{path.name} does not parse: {exc}") from exc
+        for block in parsed.get("locals", []):
+            found["locals"].update(block)
+        for block in parsed.get("resource", []):
+            for kind, named in block.items():
+                found["resource"].setdefault(kind, {}).update(named)
+        for block in parsed.get("variable", []):
+            found["variable"].update(block)
+    return found
+
+
+@step("deploy/terraform parses; its rules, queues and hooks are the CloudFormation stack's")
+def terraform_module(_: argparse.Namespace) -> None:
+    from lifecycled.rules import EVENT_RULES
+
+    tf = terraform()
+    template = yaml.load((ROOT / "deploy/cloudformation/queue.yaml").read_text(), CfnLoader)
+    resources, params = template["Resources"], template["Parameters"]
+    rules = tf["locals"]["rules"]
+    wanted = {r.name.removeprefix("lifecycled-"): r.pattern for r in EVENT_RULES}
+    expect(rules == wanted, "the module's event patterns differ from rules.py's")
+    cfn_rules = {v["Properties"]["Name"]["Fn::Sub"].removeprefix("${QueueName}-")
+                 for v in resources.values() if isinstance(v, dict)
+                 and v.get("Type") == "AWS::Events::Rule"}  # fmt: skip
+    expect(set(rules) == cfn_rules, f"rule names {sorted(rules)} != {sorted(cfn_rules)}")
+    queues = tf["resource"]["aws_sqs_queue"]
+    cfn_queue = resources["Queue"]["Properties"]
+    queue = queues["queue"]
+    expect(queue["receive_wait_time_seconds"] == cfn_queue["ReceiveMessageWaitTimeSeconds"], "wait")
+    expect(queue["visibility_timeout_seconds"] == cfn_queue["VisibilityTimeout"], "visibility")
+    expect(all(q["sqs_managed_sse_enabled"] is True for q in queues.values()), "SSE")
+    expect("maxReceiveCount = var.max_receive_count" in queue["redrive_policy"], "redrive")
+    variables = tf["variable"]
+    for var, param in (("max_receive_count", "MaxReceiveCount"),
+                       ("message_retention_seconds", "MessageRetentionSeconds"),
+                       ("dead_letter_retention_seconds", "DeadLetterRetentionSeconds"),
+                       ("hook_heartbeat_timeout", "HookHeartbeatTimeout"),
+                       ("hook_default_result", "HookDefaultResult"),
+                       ("queue_name", "QueueName")):  # fmt: skip
+        expect(variables[var]["default"] == params[param]["Default"], f"{var} default")
+    hook = tf["resource"]["aws_autoscaling_lifecycle_hook"]["terminate"]
+    expect(hook["lifecycle_transition"] == "autoscaling:EC2_INSTANCE_TERMINATING", "hook")
+    expect(hook["for_each"] == "${toset(var.hook_group_names)}", "a hook per named group")
+    targets = tf["resource"]["aws_cloudwatch_event_target"]["queue"]
+    expect(targets["arn"] == "${aws_sqs_queue.queue.arn}", "the rules target the queue")
+    policy = tf["resource"]["aws_sqs_queue_policy"]["queue"]["policy"]
+    expect("aws_cloudwatch_event_rule.rule" in policy and "events.amazonaws.com" in policy,
+           "the queue policy does not limit senders to the rules")  # fmt: skip
+    documented = {"docs/iam-${var.role_policy}.json" in str(tf["locals"].get("documented"))}
+    expect(documented == {True}, "the role's policy is not read from docs/iam-*.json")
+    optional = tf["locals"]["optional"]
+    cfn_optional = {
+        s["Fn::If"][1]["Sid"]
+        for s in resources["KubernetesPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+        if "Fn::If" in s
+    }
+    expect(set(optional) == cfn_optional, f"optional statements {sorted(optional)}")
 
 
 # What only the tests, the demos and the benchmarks use: the product must never import it.

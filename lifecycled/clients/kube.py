@@ -213,12 +213,17 @@ class KubeClient:
         items: list[JsonDict] = reply.get("items", [])
         return items
 
-    async def evict(self, namespace: str, name: str) -> EvictOutcome:
-        body = {
+    async def evict(
+        self, namespace: str, name: str, *, grace_seconds: int | None = None
+    ) -> EvictOutcome:
+        """grace_seconds: deleteOptions.gracePeriodSeconds; None: the pod's own."""
+        body: JsonDict = {
             "apiVersion": "policy/v1",
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
+        if grace_seconds is not None:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_seconds}
         try:
             await self._request(
                 "create_pod_eviction",

@@ -188,8 +188,14 @@ class JobRequeuer:
         if declared is None and owner is not None and owner.get("kind") == "Job":
             job = await self._job(str(pod["metadata"].get("namespace")), str(owner["name"]))
             declared = annotations_of(job).get(IDEMPOTENT_ANNOTATION) if job else None
-        default = self._settings.jobs.idempotent_default
-        return Workload(is_job=True, idempotent=parse_flag(declared, default))
+        jobs = self._settings.jobs
+        namespace = str(pod["metadata"].get("namespace", "default"))
+        requeue = jobs.requeue_enabled and (
+            not jobs.requeue_namespaces or namespace in jobs.requeue_namespaces
+        )
+        return Workload(
+            is_job=True, idempotent=parse_flag(declared, jobs.idempotent_default), requeue=requeue
+        )
 
     async def _job(self, namespace: str, name: str) -> JsonDict | None:
         now = time.monotonic()

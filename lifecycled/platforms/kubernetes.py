@@ -130,24 +130,35 @@ def slim(node: JsonDict) -> JsonDict:
     }
 
 
-def cordoned_by_others(node: JsonDict) -> bool:
+def cordoned_by_others(node: JsonDict, key: str = DRAINING_TAINT) -> bool:
     spec = node.get("spec", {})
-    ours = any(t.get("key") == DRAINING_TAINT for t in spec.get("taints") or [])
+    ours = any(t.get("key") == key for t in spec.get("taints") or [])
     return bool(spec.get("unschedulable")) and not ours
 
 
-def without_taint(node: JsonDict) -> list[JsonDict]:
+def without_taint(node: JsonDict, key: str = DRAINING_TAINT) -> list[JsonDict]:
     """The node's taints less ours (the whole list again: taints have no merge strategy)."""
     taints: list[JsonDict] = list(node.get("spec", {}).get("taints") or [])
-    return [t for t in taints if t.get("key") != DRAINING_TAINT]
+    return [t for t in taints if t.get("key") != key]
 
 
-def with_taint(node: JsonDict, value: str) -> list[JsonDict]:
-    """The node's taints plus ours: taints have no merge strategy, so we send the whole list."""
+def with_taint(
+    node: JsonDict, value: str, key: str = DRAINING_TAINT, effect: str = "NoSchedule"
+) -> list[JsonDict]:
+    """The node's taints plus ours: taints have no merge strategy, so we send the whole list.
+    Key and effect: LIFECYCLED_TAINT_KEY, LIFECYCLED_TAINT_EFFECT."""
     taints: list[JsonDict] = list(node.get("spec", {}).get("taints") or [])
-    if not any(t.get("key") == DRAINING_TAINT for t in taints):
-        taints.append({"key": DRAINING_TAINT, "value": value, "effect": "NoSchedule"})
+    if not any(t.get("key") == key for t in taints):
+        taints.append({"key": key, "value": value, "effect": effect})
     return taints
+
+
+def grace_for(setting: int | None, remaining: float) -> int | None:
+    """LIFECYCLED_POD_GRACE_SECONDS capped by the seconds left to the deadline (at least 1:
+    0 would be an immediate delete); None: the pod's own terminationGracePeriodSeconds."""
+    if setting is None:
+        return None
+    return max(1, min(setting, int(remaining)))
 
 
 class KubernetesPlatform:
@@ -190,8 +201,10 @@ class KubernetesPlatform:
                 }
             }
             if cordon:
-                patch["spec"] = {"unschedulable": True, "taints": with_taint(current, record.kind)}
-                if cordoned_by_others(current):
+                drain = self._settings.drain
+                taints = with_taint(current, record.kind, drain.taint_key, drain.taint_effect)
+                patch["spec"] = {"unschedulable": True, "taints": taints}
+                if cordoned_by_others(current, drain.taint_key):
                     patch["metadata"]["annotations"][CORDONED_BEFORE_ANNOTATION] = "true"
                 self._balancers.exclude(current, record, patch)
             self._index.remember(await self._kube.patch_node(node, patch))
@@ -223,7 +236,7 @@ class KubernetesPlatform:
                         CORDONED_BEFORE_ANNOTATION: None,
                     },
                 },
-                "spec": {"taints": without_taint(current)},
+                "spec": {"taints": without_taint(current, self._settings.drain.taint_key)},
             }
             if CORDONED_BEFORE_ANNOTATION not in (metadata.get("annotations") or {}):
                 patch["spec"]["unschedulable"] = None
@@ -443,7 +456,8 @@ class _Pods(Items[JsonDict]):
             queued = loop.time()
             async with self._evictions.slot(self._drain.record.deadline.timestamp()):
                 self._metrics.eviction_wait.labels("slot").observe(loop.time() - queued)
-                outcome = await self._kube.evict(pod.namespace, pod.name)
+                grace = grace_for(self._settings.drain.pod_grace_seconds, self._drain.remaining())
+                outcome = await self._kube.evict(pod.namespace, pod.name, grace_seconds=grace)
         except EvictionBlocked as exc:
             self._metrics.evictions.labels("blocked_by_budget").inc()
             log.info("eviction refused by disruption budget; will retry", extra=where)

@@ -292,3 +292,35 @@ async def test_the_longest_hold_running_out_requeues_and_releases_the_hook(
         ]
         events = (await client.CoreV1Api(stack.api).list_namespaced_event("default")).items
         assert any(e.reason == "HoldExceeded" and e.involved_object.name == node for e in events)
+
+
+async def test_with_requeueing_off_a_non_idempotent_job_is_evicted_not_copied(
+    stack: Stack, service_for
+) -> None:
+    # LIFECYCLED_REQUEUE_ENABLED=false (the chart's jobs.requeue.enabled=false, whose RBAC
+    # has no pod/job create): the job is handled as an idempotent one; its Job retries it.
+    manifest = job_manifest("render", idempotent=False, run_seconds=None)
+    manifest["spec"]["podFailurePolicy"] = {
+        "rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    }
+    _, node = await start_job(stack, manifest)
+    async with service_for(requeue_enabled=False) as service:
+        stack.aws.send_spot_interruption(instance_on(stack, node))
+        await eventually(spot_drained(service), within=20)
+        assert metric(service, "lifecycled_evictions_total", outcome="evicted") >= 1
+        assert metric(service, "lifecycled_jobs_requeued_total", reason=SPOT) == 0
+        assert not await jobs_named(stack, "render-requeue-")
+        original = await client.BatchV1Api(stack.api).read_namespaced_job("render", "batch")
+        assert not original.spec.suspend
+        assert "lifecycled.io/requeue" not in (original.metadata.annotations or {})
+
+
+async def test_requeueing_is_limited_to_the_named_namespaces(stack: Stack, service_for) -> None:
+    # The job runs in `batch`; only `ml` may be requeued in (a namespaced Role, say).
+    manifest = job_manifest("etl", idempotent=False, run_seconds=None)
+    _, node = await start_job(stack, manifest)
+    async with service_for(requeue_namespaces="ml") as service:
+        stack.aws.send_spot_interruption(instance_on(stack, node))
+        await eventually(spot_drained(service), within=20)
+        assert metric(service, "lifecycled_jobs_requeued_total", reason=SPOT) == 0
+        assert not await jobs_named(stack, "etl-requeue-")

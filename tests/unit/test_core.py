@@ -157,3 +157,31 @@ def test_aws_region_comes_from_our_setting_then_aws_region(monkeypatch: pytest.M
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("LIFECYCLED_REGION", raising=False)
     assert region_of(load_settings(queue_url="http://q")) is None
+
+
+def test_taint_key_and_effect_are_settings() -> None:
+    from lifecycled.platforms.kubernetes import cordoned_by_others, without_taint
+
+    node = {"spec": {"unschedulable": True, "taints": [{"key": "other", "effect": "NoSchedule"}]}}
+    taints = with_taint(node, "spot_interruption", "example.com/draining", "NoExecute")
+    assert taints[-1] == {
+        "key": "example.com/draining",
+        "value": "spot_interruption",
+        "effect": "NoExecute",
+    }
+    tainted = {"spec": {"unschedulable": True, "taints": taints}}
+    assert not cordoned_by_others(tainted, "example.com/draining")
+    assert cordoned_by_others(tainted)  # the default key is not there
+    assert without_taint(tainted, "example.com/draining") == [
+        {"key": "other", "effect": "NoSchedule"}
+    ]
+
+
+def test_pod_grace_seconds_is_capped_by_the_deadline() -> None:
+    from lifecycled.platforms.kubernetes import grace_for
+
+    assert grace_for(None, 100.0) is None  # the pod's own
+    assert grace_for(30, 100.0) == 30
+    assert grace_for(30, 12.7) == 12
+    assert grace_for(30, 0.4) == 1  # never 0 (an immediate delete)
+    assert grace_for(30, -5.0) == 1

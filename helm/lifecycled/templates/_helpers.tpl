@@ -80,6 +80,9 @@ Combinations the service would refuse, or that would do harm, fail at render tim
 {{- if and (eq .Values.mode "queue") (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: replicas without a leader would all consume the queue" }}
 {{- end }}
+{{- if and (not .Values.jobs.requeue.enabled) .Values.jobs.requeue.namespaces }}
+{{- fail "jobs.requeue.namespaces needs jobs.requeue.enabled: with requeueing off no namespace is requeued in" }}
+{{- end }}
 {{- if and (eq .Values.mode "imds") .Values.leaderElection.enabled }}
 {{- fail "leaderElection is for queue mode: every DaemonSet pod handles its own node" }}
 {{- end }}
@@ -88,8 +91,8 @@ Combinations the service would refuse, or that would do harm, fail at render tim
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.shutdown_grace_seconds (%v): in-flight messages need that long after SIGTERM" .Values.terminationGracePeriodSeconds $grace) }}
 {{- end }}
 {{- range $key, $_ := .Values.config }}
-{{- if has $key (list "source" "platform" "queue_url" "metrics_address" "leader_election" "lease_name" "lease_namespace" "identity" "node_name") }}
-{{- fail (printf "config.%s is set by the chart (see values.yaml: mode, platform, queueUrl, metrics.port, leaderElection)" $key) }}
+{{- if has $key (list "source" "platform" "queue_url" "metrics_address" "leader_election" "lease_name" "lease_namespace" "identity" "node_name" "requeue_enabled" "requeue_namespaces") }}
+{{- fail (printf "config.%s is set by the chart (see values.yaml: mode, platform, queueUrl, metrics.port, leaderElection, jobs.requeue)" $key) }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -128,6 +131,13 @@ The container's environment: the chart's own settings, the downward API, then co
   valueFrom:
     fieldRef:
       fieldPath: spec.nodeName
+{{- if not .Values.jobs.requeue.enabled }}
+- name: LIFECYCLED_REQUEUE_ENABLED
+  value: "false"
+{{- else if .Values.jobs.requeue.namespaces }}
+- name: LIFECYCLED_REQUEUE_NAMESPACES
+  value: {{ join "," .Values.jobs.requeue.namespaces | quote }}
+{{- end }}
 {{- with include "lifecycled.region" . }}
 - name: AWS_REGION
   value: {{ . | quote }}
@@ -185,14 +195,46 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 16Mi
-{{- with .Values.nodeSelector }}
+{{- $nodeSelector := deepCopy (.Values.nodeSelector | default dict) }}
+{{- $affinity := deepCopy (.Values.affinity | default dict) }}
+{{- if eq .Values.mode "imds" }}
+{{- with .Values.daemonset.targetNodeOs }}
+{{- $_ := set $nodeSelector "kubernetes.io/os" . }}
+{{- end }}
+{{- if .Values.daemonset.excludeFargate }}
+{{- $affinity = include "lifecycled.withoutFargate" $affinity | fromYaml }}
+{{- end }}
+{{- end }}
+{{- with $nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- with $affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/*
+An affinity (a dict) with eks.amazonaws.com/compute-type NotIn [fargate] added to every
+required nodeSelectorTerm (terms are ORed: each needs it), or to a new one.
+*/}}
+{{- define "lifecycled.withoutFargate" -}}
+{{- $affinity := . }}
+{{- $away := dict "key" "eks.amazonaws.com/compute-type" "operator" "NotIn" "values" (list "fargate") }}
+{{- $node := $affinity.nodeAffinity | default dict }}
+{{- $required := $node.requiredDuringSchedulingIgnoredDuringExecution | default dict }}
+{{- $terms := $required.nodeSelectorTerms | default (list (dict)) }}
+{{- $out := list }}
+{{- range $terms }}
+{{- $term := deepCopy . }}
+{{- $_ := set $term "matchExpressions" (append ($term.matchExpressions | default list) $away) }}
+{{- $out = append $out $term }}
+{{- end }}
+{{- $_ := set $required "nodeSelectorTerms" $out }}
+{{- $_ := set $node "requiredDuringSchedulingIgnoredDuringExecution" $required }}
+{{- $_ := set $affinity "nodeAffinity" $node }}
+{{- toYaml $affinity }}
 {{- end }}
 
 {{/*
@@ -202,4 +244,16 @@ A "something happened" alert expression over a counter (see prometheusrule.yaml)
 (sum by (namespace, {{ .by }}) (increase({{ .metric }}{{ "{" }}{{ .sel }}{{ "}" }}[{{ .w }}])) > 0)
 or
 (sum by (namespace, {{ .by }}) ({{ .metric }}{{ "{" }}{{ .sel }}{{ "}" }} unless {{ .metric }}{{ "{" }}{{ .sel }}{{ "}" }} offset {{ .w }}) > 0)
+{{- end }}
+
+{{/*
+The rules only requeueing uses (lifecycled/platforms/kube_jobs.py's _JobTarget, _PodTarget).
+*/}}
+{{- define "lifecycled.requeueRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "patch", "create", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["patch", "create"]
 {{- end }}

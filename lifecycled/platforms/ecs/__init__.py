@@ -192,11 +192,14 @@ class _Tasks(Items[EcsTask]):
                 return None
             return partial(self._services.retire, cluster, task, drain)
         idempotent = await self._jobs.idempotent(task)
+        requeue = self._settings.jobs.requeue_enabled
         decision = decide(
-            Workload(is_job=True, idempotent=idempotent), remaining=remaining, stop_lead=stop_lead
+            Workload(is_job=True, idempotent=idempotent, requeue=requeue),
+            remaining=remaining,
+            stop_lead=stop_lead,
         )
         if decision is Decision.WAIT:
             return None
-        if decision is Decision.REQUEUE or self._settings.ecs.rerun_idempotent:
+        if decision is Decision.REQUEUE or (requeue and self._settings.ecs.rerun_idempotent):
             return partial(self._jobs.requeue, cluster, task, instance, reason)
         return partial(self._jobs.stop, cluster, task, instance, reason, "job")
