@@ -19,6 +19,7 @@ from lifecycled.clients.aws.ec2 import Ec2Client
 from lifecycled.clients.aws.ecs import EcsClient
 from lifecycled.clients.aws.elb import ClassicElbClient
 from lifecycled.clients.aws.elbv2 import Elbv2Client
+from lifecycled.clients.aws.sns import SnsClient
 from lifecycled.clients.aws.sqs import SqsClient
 from lifecycled.clients.aws.sts import StsClient
 from lifecycled.observe import Metrics
@@ -39,6 +40,7 @@ class AwsClients:
         self.elbv2 = Elbv2Client(clients.get("elbv2"), metrics)
         self.elb = ClassicElbClient(clients.get("elb"), metrics)
         self.sts = StsClient(clients.get("sts"), metrics)
+        self.sns = SnsClient(clients.get("sns"), metrics)
 
     @classmethod
     @contextlib.asynccontextmanager
