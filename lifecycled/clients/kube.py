@@ -231,5 +231,5 @@ class KubeClient:
         await self._request("create_event", self._core.create_namespaced_event, namespace, event)
 
     async def patch_event(self, namespace: str, name: str, patch: JsonDict) -> None:
-        """An aggregated event: its count and last timestamp (no retries: best effort)."""
-        await self._once("patch_event", self._core.patch_namespaced_event, name, namespace, patch)
+        """An aggregated event: its count, last timestamp and newest message."""
+        await self._request("patch_event", self._core.patch_namespaced_event, name, namespace, patch)
