@@ -232,4 +232,6 @@ class KubeClient:
 
     async def patch_event(self, namespace: str, name: str, patch: JsonDict) -> None:
         """An aggregated event: its count, last timestamp and newest message."""
-        await self._request("patch_event", self._core.patch_namespaced_event, name, namespace, patch)
+        await self._request(
+            "patch_event", self._core.patch_namespaced_event, name, namespace, patch
+        )

@@ -124,7 +124,9 @@ async def test_a_scale_in_tells_its_story_on_the_node_and_to_the_webhook(
         assert drained["node"] == node and drained["instance"] == machine.instance_id
         assert drained["kind"] == "lifecycle_terminate" and drained["asg"] == stack.group
         assert drained["hook"] and drained["pods_evicted"] >= 1 and drained["pods_left"] == []
-        assert metric(service, "lifecycled_notifications_total", sink="webhook", outcome="sent") >= 3
+        assert (
+            metric(service, "lifecycled_notifications_total", sink="webhook", outcome="sent") >= 3
+        )
 
         pod_events = (await client.CoreV1Api(stack.api).list_event_for_all_namespaces()).items
         evicting = [e for e in pod_events if e.reason == report.EVICTING]
