@@ -1,6 +1,7 @@
 """Metrics and structured logs.
 
-Metric labels are bounded (kinds, steps, outcomes, reason codes): never node names or ids.
+Metric labels are bounded (kinds, steps, outcomes, reason codes): never node names or ids,
+but for `lifecycled_drain_info`, one series per drain open now (docs/events.md).
 Each service instance owns its registry, so several can run in one process (tests).
 """
 
