@@ -41,12 +41,14 @@ EVENTS = (
 )
 
 SLACK = (
-    '{"text": {{ (":rotating_light: " if event in ("deadline_missed", "forced_termination", '
-    '"drain_failed", "hook_abandoned") else ":information_source: ") ~ "*lifecycled* `" ~ '
-    'event ~ "` node `" ~ node ~ "` (" ~ instance ~ ", " ~ kind ~ ") in " ~ (cluster or "-") ~ '
-    '": deadline " ~ deadline ~ ", pods evicted " ~ pods_evicted ~ ", left " ~ '
-    '(pods_left | length) ~ ((": " ~ (pods_left[:10] | join(", "))) if pods_left else "") ~ '
-    '(", ASG " ~ asg if asg else "") ~ (", hook " ~ hook if hook else "") | tojson }}}'
+    '{% set bad = event in ("deadline_missed", "forced_termination", "drain_failed", '
+    '"hook_abandoned") %}'
+    '{% set text = (":rotating_light: " if bad else ":information_source: ") ~ "*lifecycled* `" '
+    '~ event ~ "` node `" ~ node ~ "` (" ~ instance ~ ", " ~ kind ~ ") in " ~ (cluster or "-") '
+    '~ ": deadline " ~ deadline ~ ", pods evicted " ~ pods_evicted ~ ", left " '
+    '~ (pods_left | length) ~ ((": " ~ (pods_left[:10] | join(", "))) if pods_left else "") '
+    '~ ((", ASG " ~ asg) if asg else "") ~ ((", hook " ~ hook) if hook else "") %}'
+    '{"text": {{ text | tojson }}}'
 )
 
 
