@@ -18,6 +18,7 @@ from typing import Any
 
 from kubernetes_asyncio import client, config
 
+from devstack import timeline_svg
 from devstack.aws import AwsStack, Instance
 from devstack.cluster import (
     Machine,
@@ -58,6 +59,7 @@ class Timeline:
     evicted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     lines: list[dict[str, Any]] = field(default_factory=list)
+    deadline: dict[str, datetime] = field(default_factory=dict)  # instance -> drain deadline
 
     def instance_of(self, node: str) -> str | None:
         return next((i for i, n in self.node.items() if n == node), None)
@@ -73,6 +75,8 @@ class Timeline:
                 self.steps[instance].append((at, f"notice received ({entry['kind']})"))
         elif event == "node cordoned":
             self.node[entry["instance"]] = entry["node"]
+            if entry.get("deadline"):
+                self.deadline[entry["instance"]] = datetime.fromisoformat(entry["deadline"])
             self.steps[entry["instance"]].append((at, "cordoned and tainted"))
         elif event == "pod evicted":
             instance = self.instance_of(entry["node"])
@@ -105,6 +109,20 @@ class Timeline:
             self.steps[entry["instance"]].append((at, "lifecycle heartbeat"))
         elif event == "lifecycle action completed":
             self.steps[entry["instance"]].append((at, f"hook completed ({entry['result']})"))
+
+    def svg(self) -> str:
+        """One lane per node, against its deadline (devstack/timeline_svg.py)."""
+        lanes = [
+            (
+                f"{self.node.get(i, '?')} ({i}, {self.kind.get(i)})",
+                self.event_time[i],
+                self.deadline.get(i),
+                steps,
+            )
+            for i, steps in self.steps.items()
+            if i in self.event_time
+        ]
+        return timeline_svg.render(lanes)
 
     def print(self) -> None:
         for instance, steps in self.steps.items():
@@ -192,6 +210,18 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         values = await service.wait_for(done, TIMEOUT)
     code = service.code
     timeline.print()
+    async with client.ApiClient(configuration) as api:
+        events = (await client.CoreV1Api(api).list_namespaced_event("default")).items
+    node = scaled.private_dns_name
+    reasons = [
+        e.reason
+        for e in sorted(events, key=lambda e: e.metadata.name)
+        if e.involved_object.kind == "Node" and e.involved_object.name == node
+    ]
+    say(f"\n== Kubernetes Events on {node}: {', '.join(reasons) or 'none'}")
+    picture = workdir / "timeline.svg"
+    picture.write_text(timeline.svg())
+    say(f"\n== timeline picture: {picture}")
     drained = total(values, "lifecycled_drain_duration_seconds_count", outcome="drained")
     say("\n== summary")
     say(f"  notices:            {int(total(values, 'lifecycled_notices_total'))}")

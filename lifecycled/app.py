@@ -14,12 +14,15 @@ from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
 from lifecycled.execute import executor_for
+from lifecycled.kube_events import EventRecorder
 from lifecycled.lifecycle import HookFinder, LifecycleHooks
+from lifecycled.notify import Notifier
 from lifecycled.observe import Metrics, fields
 from lifecycled.ownership import Ownership
 from lifecycled.pace import RateLimiter
 from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
+from lifecycled.report import Reporter
 from lifecycled.server import serve_http
 from lifecycled.settings import Settings
 from lifecycled.sources.imds import with_own_region
@@ -55,12 +58,21 @@ class Service:
             settings = self.settings = await scoped(settings, aws)
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
             hooks = LifecycleHooks(aws, settings, metrics)
+            reporter = await stack.enter_async_context(
+                open_reporter(settings, platform, aws, metrics)
+            )
             # A DaemonSet pod only ever hears about its own machine: no tag check there.
             ownership = Ownership(aws, settings) if settings.source == "sqs" else None
             # A dry run is the executor chosen here: the coordinator decides the same either way.
-            executor = executor_for(settings, platform, hooks, metrics)
+            executor = executor_for(settings, platform, hooks, metrics, reporter)
             coordinator = Coordinator(
-                platform, hooks, settings, metrics, ownership=ownership, executor=executor
+                platform,
+                hooks,
+                settings,
+                metrics,
+                ownership=ownership,
+                executor=executor,
+                reporter=reporter,
             )
             self.coordinator = coordinator
             log.info(
@@ -95,9 +107,10 @@ class Service:
 
 def aws_services_for(settings: Settings) -> tuple[str, ...]:
     """The AWS clients a platform needs beyond the common ones."""
-    scoping = (
+    scoping: tuple[str, ...] = (
         ("sts",) if settings.source == "sqs" and not settings.scope.any_account_or_region else ()
     )
+    scoping += ("sns",) if settings.notify.sns_topic_arn else ()
     if settings.platform == "ecs":
         return ECS_SERVICES + scoping
     wanted = {"elbv2": settings.lb.target_groups_configured, "elb": bool(settings.lb.classic_names)}
@@ -122,6 +135,25 @@ async def open_platform(
         connections=calls.kube_connections,
     ) as kube:
         yield KubernetesPlatform(kube, aws, settings, metrics)
+
+
+@contextlib.asynccontextmanager
+async def open_reporter(
+    settings: Settings, platform: Platform, aws: AwsClients, metrics: Metrics
+) -> AsyncIterator[Reporter]:
+    """Kubernetes Events (Kubernetes mode) and notifications, each written by its own workers;
+    nothing is written in a dry run."""
+    events = getattr(platform, "events", None)
+    recorder = events if isinstance(events, EventRecorder) and settings.notify.kube_events else None
+    notifier = Notifier.of(settings, metrics, aws) if not settings.dry_run else None
+    async with contextlib.AsyncExitStack() as stack:
+        if recorder is not None and not settings.dry_run:
+            await stack.enter_async_context(recorder.running())
+        if notifier is not None:
+            await stack.enter_async_context(notifier.running())
+        yield Reporter(
+            metrics, events=recorder, notifier=notifier, cluster=settings.scope.cluster_name
+        )
 
 
 class Source(Protocol):

@@ -44,6 +44,7 @@ from lifecycled.plan import (
 )
 from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
+from lifecycled.report import Reporter
 from lifecycled.retry import keep_trying
 from lifecycled.settings import Settings
 
@@ -63,12 +64,14 @@ class Coordinator:
         *,
         ownership: Ownership | None = None,
         executor: Executor | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self._platform = platform
         self._hooks = hooks
         self._settings = settings
         self._metrics = metrics
         self._ownership = ownership
+        self._reporter = reporter or Reporter(metrics)  # Events, notifications, drain_info
         self._executor = executor or executor_for(settings, platform, hooks, metrics)
         self._rules = Rules.of(settings)
         # What the coordinator remembers expires and is capped (bounded.py): a handler that
@@ -302,6 +305,7 @@ class Coordinator:
             hooks=self._hooks,
             settings=self._settings,
             metrics=self._metrics,
+            reporter=self._reporter,
         )
         task = self._tg.create_task(self._run(drain), name=f"drain-{record.instance_id}")
         self._drains[record.instance_id] = (drain, task)
@@ -370,6 +374,7 @@ class Coordinator:
                 if current is None or not _still_this_rebalance(current, record):
                     return  # a later notice rewrote the record, or the node is gone
                 await self._platform.uncordon(target, current.closed(Outcome.UNCORDONED))
+                self._reporter.given_back(target, current)
         except Exception:
             # A failed give-back leaves the node cordoned (safe); the next start retries it.
             log.exception(

@@ -17,6 +17,7 @@ from lifecycled.model import Action
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome
+from lifecycled.report import Progress, Reporter
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class Drain:
         hooks: LifecycleHooks,
         settings: Settings,
         metrics: Metrics,
+        reporter: Reporter | None = None,
     ) -> None:
         self.target = target
         self.record = record
@@ -49,6 +51,8 @@ class Drain:
         self.outcome: Outcome | None = None
         self.work_done = False  # from here on the machine may go: that is not a forced end
         self._merging = asyncio.Lock()  # a merge and the end of the work never interleave
+        self._reporter = reporter or Reporter(metrics)
+        self.progress = Progress()  # what the platform saw: pods evicted, pods left
 
     def remaining(self) -> float:
         return (self.record.deadline - utcnow()).total_seconds()
@@ -64,15 +68,19 @@ class Drain:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._start_holding()
+                if self.record.action is Action.DRAIN:
+                    self._reporter.drain_started(self.target, self.record)
                 outcome = await self._work()
                 async with self._merging:
                     self.work_done = True
+                self._reporter.drain_ended(self.target, self.record, outcome, self.progress)
                 await self._release_hook()
                 await self._close(outcome)
             return outcome
         finally:
             self._done.set()
             self._metrics.drains_in_progress.dec()
+            self._reporter.drain_closed(self.target, self.record)
 
     async def _work(self) -> Outcome:
         """Vacate; a temporary error retries (with back-off) until the cutoff, a permanent one
@@ -113,6 +121,8 @@ class Drain:
                 instance=self.record.instance_id,
                 kind=self.record.kind,
                 deadline=self.record.deadline.isoformat(),
+                pods_left=self.progress.left[:50],
+                pods_left_count=len(self.progress.left),
             ),
         )
         return Outcome.DEADLINE_MISSED
@@ -135,9 +145,13 @@ class Drain:
         if hook is None or self._holding is not None or self._tg is None:
             return
         self._holding = self._tg.create_task(
-            self._hooks.hold(hook, self.record.instance_id, self._done),
+            self._hooks.hold(hook, self.record.instance_id, self._done, self._heartbeat_failed),
             name=f"heartbeat-{self.record.instance_id}",
         )
+        self._reporter.hook_held(self.target, self.record)
+
+    def _heartbeat_failed(self, error: str) -> None:
+        self._reporter.heartbeat_failed(self.target, self.record, error)
 
     async def _release_hook(self) -> None:
         self._done.set()
@@ -146,8 +160,10 @@ class Drain:
         if self.record.hook is None:
             return
         try:
-            await self._hooks.complete(self.record.hook, self.record.instance_id, "CONTINUE")
+            done = await self._hooks.complete(self.record.hook, self.record.instance_id, "CONTINUE")
+            self._reporter.hook_released(self.target, self.record, "CONTINUE", done)
         except LifecycledError as exc:
+            self._reporter.hook_released(self.target, self.record, "CONTINUE", False)
             # Counted by `complete`; the record stays open, so the next start tries again.
             log.error(
                 "could not complete the lifecycle hook",
@@ -216,6 +232,7 @@ class Drain:
     async def end_forced(self) -> None:
         """The machine went while we were draining (its task is already cancelled): record it."""
         self._metrics.forced_terminations.labels(self.record.kind).inc()
+        self._reporter.forced(self.target, self.record, self.progress)
         log.error(
             "instance terminated before its drain finished",
             extra=fields(node=self.target, instance=self.record.instance_id, kind=self.record.kind),

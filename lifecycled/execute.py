@@ -20,6 +20,7 @@ from lifecycled.observe import Metrics, fields
 from lifecycled.plan import Cancel, Open, Release
 from lifecycled.platforms import Platform, Previewer
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
+from lifecycled.report import Reporter
 from lifecycled.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,22 +46,32 @@ class Executor(Protocol):
 
 
 def executor_for(
-    settings: Settings, platform: Platform, hooks: LifecycleHooks, metrics: Metrics
+    settings: Settings,
+    platform: Platform,
+    hooks: LifecycleHooks,
+    metrics: Metrics,
+    reporter: Reporter | None = None,
 ) -> Executor:
     """The one place a dry run is chosen."""
     if settings.dry_run:
         return DryRun(platform, hooks, metrics)
-    return Live(platform, hooks, settings, metrics)
+    return Live(platform, hooks, settings, metrics, reporter)
 
 
 class Live:
     def __init__(
-        self, platform: Platform, hooks: LifecycleHooks, settings: Settings, metrics: Metrics
+        self,
+        platform: Platform,
+        hooks: LifecycleHooks,
+        settings: Settings,
+        metrics: Metrics,
+        reporter: Reporter | None = None,
     ) -> None:
         self._platform = platform
         self._hooks = hooks
         self._settings = settings
         self._metrics = metrics
+        self._reporter = reporter or Reporter(metrics)
 
     def takes_over(self, target: str, record: DrainRecord) -> bool:
         return True
@@ -73,6 +84,7 @@ class Live:
             return await self._target_gone(notice, step)
         since_event = (utcnow() - notice.event_time).total_seconds()
         self._metrics.notice_to_cordon.observe(max(0.0, since_event))
+        self._reporter.opened(target, record)
         log.info(
             "node cordoned",
             extra=fields(
@@ -111,6 +123,7 @@ class Live:
     async def give_back(self, notice: Notice, step: Cancel) -> Disposition:
         await self._platform.uncordon(step.target, step.record.closed(Outcome.CANCELLED))
         self._metrics.drains_cancelled.labels(step.record.kind).inc()
+        self._reporter.given_back(step.target, step.record)
         log.info(
             "scheduled change cancelled; node uncordoned",
             extra=fields(

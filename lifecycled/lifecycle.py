@@ -52,8 +52,15 @@ class LifecycleHooks:
             self._info[key] = found or DEFAULT_HOOK
         return self._info[key]
 
-    async def hold(self, hook: HookRef, instance_id: str, done: asyncio.Event) -> None:
-        """Send heartbeats well inside the heartbeat timeout until `done` is set."""
+    async def hold(
+        self,
+        hook: HookRef,
+        instance_id: str,
+        done: asyncio.Event,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """Send heartbeats well inside the heartbeat timeout until `done` is set;
+        `on_error(message)` hears of each failed one."""
         info = await self.info(hook)
         interval = max(1.0, info.heartbeat_timeout * self._settings.hooks.heartbeat_fraction)
         while not done.is_set():
@@ -75,6 +82,8 @@ class LifecycleHooks:
                     "lifecycle heartbeat failed",
                     extra=fields(instance=instance_id, hook=hook.name, error=str(exc)),
                 )
+                if on_error is not None:
+                    on_error(str(exc))
                 if isinstance(exc, HookActionGone):
                     return
                 continue

@@ -1,6 +1,7 @@
 """Metrics and structured logs.
 
-Metric labels are bounded (kinds, steps, outcomes, reason codes): never node names or ids.
+Metric labels are bounded (kinds, steps, outcomes, reason codes): never node names or ids,
+but for `lifecycled_drain_info`, one series per drain open now (docs/events.md).
 Each service instance owns its registry, so several can run in one process (tests).
 """
 
@@ -10,9 +11,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -243,6 +243,37 @@ class Metrics:
             registry=r,
         )
 
+        # What operators see (kube_events.py, report.py, notify.py).
+        self.kube_events = Counter(
+            "lifecycled_kube_events_total",
+            "Kubernetes Events by outcome (created, aggregated, dropped_rate_limited, "
+            "dropped_queue_full, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "lifecycled_notifications_total",
+            "Notifications by sink (webhook, sns) and outcome (sent, retried, failed, "
+            "dropped_queue_full).",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.notification_duration = Histogram(
+            "lifecycled_notification_duration_seconds",
+            "From a notification being queued to it being delivered (or given up), by sink.",
+            ["sink"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        # One series per open drain, removed when it ends: at most as many as drains run at
+        # once (never the cluster's node count), so an alert can name the node.
+        self.drain_info = Gauge(
+            "lifecycled_drain_info",
+            "1 for each drain open now, labelled with its node, instance and notice kind.",
+            ["node", "instance", "kind"],
+            registry=r,
+        )
+
     @contextmanager
     def api_call(self, api: str, operation: str) -> Iterator[None]:
         """Time one external call and count its outcome (ok / error class name)."""
@@ -256,49 +287,6 @@ class Metrics:
         finally:
             self.api_duration.labels(api, operation).observe(time.monotonic() - start)
             self.api_requests.labels(api, operation, outcome).inc()
-
-
-class EventRecorder:
-    """Kubernetes Events on nodes and jobs: best effort, never in the way of a drain."""
-
-    def __init__(self, create: Callable[[str, dict[str, Any]], Awaitable[None]]) -> None:
-        self._create = create
-
-    async def emit(
-        self, obj: dict[str, Any], reason: str, message: str, *, warning: bool = False
-    ) -> None:
-        meta = obj.get("metadata", {})
-        namespace = str(meta.get("namespace") or "default")
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {
-                "generateName": f"{meta.get('name', 'lifecycled')}.",
-                "namespace": namespace,
-            },
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", "v1"),
-                "kind": obj.get("kind", ""),
-                "name": meta.get("name", ""),
-                "namespace": meta.get("namespace", ""),
-                "uid": meta.get("uid", ""),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": "lifecycled"},
-            "reportingComponent": "lifecycled",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            await self._create(namespace, event)
-        except Exception as exc:
-            logging.getLogger(__name__).info(
-                "could not record a Kubernetes event", extra=fields(reason=reason, error=str(exc))
-            )
 
 
 class JsonFormatter(logging.Formatter):

@@ -342,6 +342,84 @@ class Observe(Group):
         return host or "0.0.0.0", int(port)
 
 
+class Notify(Group):
+    """Notifications of drain outcomes (webhook, SNS) and Kubernetes Events; never in the
+    way of a drain."""
+
+    webhook_url: str | None = Field(
+        default=None,
+        validation_alias="notify_webhook_url",
+        description="POST one document per drain outcome to this URL (http or https).",
+    )
+    webhook_url_file: str | None = Field(
+        default=None,
+        validation_alias="notify_webhook_url_file",
+        description="Read the webhook URL from this file (a mounted Secret); wins over the URL.",
+    )
+    webhook_headers: dict[str, str | None] = Field(
+        default_factory=dict,
+        validation_alias="notify_webhook_headers",
+        description="Extra request headers, `Name=value,Other=value`.",
+    )
+    template: str = Field(
+        default="json",
+        validation_alias="notify_template",
+        description="The body: `json` (every field), `slack` (an incoming-webhook text) or a "
+        "Jinja2 template of the fields (event, cluster, node, instance, kind, deadline, "
+        "pods_evicted, pods_left, asg, hook, outcome, time).",
+    )
+    events: frozenset[str] = Field(
+        default=frozenset(),
+        validation_alias="notify_events",
+        description="Only these events (drain_started, drained, deadline_missed, "
+        "forced_termination, drain_failed, hook_completed, hook_abandoned); empty: all.",
+    )
+    sns_topic_arn: str | None = Field(
+        default=None,
+        validation_alias="notify_sns_topic_arn",
+        description="Also publish each notification (the JSON document) to this SNS topic.",
+    )
+    queue_size: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias="notify_queue_size",
+        description="Notifications waiting per sink; over it new ones are dropped and counted.",
+    )
+    timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="notify_timeout_seconds",
+        description="Time allowed for one delivery attempt.",
+    )
+    retry_delays: tuple[float, ...] = Field(
+        default=(1.0, 2.0, 5.0, 10.0),
+        validation_alias="notify_retry_delays",
+        description="Pauses between delivery attempts; after the last the notification is "
+        "given up (counted as failed).",
+    )
+    kube_events: bool = Field(
+        default=True,
+        validation_alias="kube_events",
+        description="Record Kubernetes Events on nodes, pods and jobs (rate-limited, aggregated).",
+    )
+    kube_events_burst: int = Field(
+        default=25,
+        ge=1,
+        validation_alias="kube_events_burst",
+        description="Events written per object at most at once; one more each "
+        "kube_events_refill_seconds after that.",
+    )
+    kube_events_refill_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="kube_events_refill_seconds",
+        description="How often an object earns one more Event past its burst.",
+    )
+    _csv = field_validator("events", mode="before")(_split_csv)
+    _tags = field_validator("webhook_headers", mode="before")(_split_tags)
+    _floats = field_validator("retry_delays", mode="before")(_split_floats)
+
+
 class Settings(BaseSettings):
     """All settings: `Settings(<name>=...)` by flat name, the rest from the environment."""
 
@@ -370,6 +448,7 @@ class Settings(BaseSettings):
     ha: Ha = Field(default_factory=Ha)
     calls: Calls = Field(default_factory=Calls)
     observe: Observe = Field(default_factory=Observe)
+    notify: Notify = Field(default_factory=Notify)
 
     @classmethod
     def settings_customise_sources(

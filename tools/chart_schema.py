@@ -217,7 +217,11 @@ def values_schema() -> dict[str, Any]:
                             "selector": STRING,
                             "window": {"type": "string", "pattern": "^[0-9]+[smhd]$"},
                             "disabled": {"type": "array", "items": {"enum": alert_names}},
+                            "runbookBaseUrl": {"type": "string", "pattern": "runbooks\\.md$"},
                         }
+                    ),
+                    "grafanaDashboard": obj(
+                        {"enabled": BOOLEAN, "labelValue": STRING, "namespace": STRING}
                     ),
                 }
             ),

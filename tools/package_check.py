@@ -431,7 +431,8 @@ def check_monitoring(values: Doc, docs: list[Doc]) -> None:
             expect(isinstance(name, str) and name, f"rule without an alert name: {alert}")
             expect(set(alert) <= {"alert", "expr", "for", "labels", "annotations"}, name)
             expect(alert["labels"].get("severity") in ("critical", "warning", "info"), name)
-            expect({"summary", "description"} <= set(alert["annotations"]), name)
+            expect({"summary", "description", "runbook_url"} <= set(alert["annotations"]), name)
+            check_runbook(name, alert["annotations"]["runbook_url"])
             expect(re.fullmatch(r"\d+[smhd]", alert.get("for", "0s")), f"{name}: for")
             try:
                 expr = promql_parser.parse(alert["expr"])
@@ -442,6 +443,19 @@ def check_monitoring(values: Doc, docs: list[Doc]) -> None:
         expect(not disabled & {a["alert"] for a in alerts}, "a disabled alert is rendered")
         headline = "LifecycledForcedTermination"
         expect(headline in disabled or any(a["alert"] == headline for a in alerts), headline)
+
+
+def runbook_anchors() -> set[str]:
+    """docs/runbooks.md's section anchors, as GitHub spells them."""
+    text = (ROOT / "docs" / "runbooks.md").read_text()
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.MULTILINE)
+    return {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def check_runbook(alert: str, url: str) -> None:
+    base, _, anchor = url.partition("#")
+    expect(base.endswith("docs/runbooks.md"), f"{alert}: runbook_url {url}")
+    expect(anchor in runbook_anchors(), f"{alert}: no section #{anchor} in docs/runbooks.md")
 
 
 def check_selectors(alert: str, expr: Any, known: dict[str, set[str]]) -> None:

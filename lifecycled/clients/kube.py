@@ -292,3 +292,9 @@ class KubeClient:
 
     async def create_event(self, namespace: str, event: JsonDict) -> None:
         await self._request("create_event", self._core.create_namespaced_event, namespace, event)
+
+    async def patch_event(self, namespace: str, name: str, patch: JsonDict) -> None:
+        """An aggregated event: its count, last timestamp and newest message."""
+        await self._request(
+            "patch_event", self._core.patch_namespaced_event, name, namespace, patch
+        )

@@ -6,6 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from lifecycled.model import InstanceId
 from lifecycled.record import DrainRecord
+from lifecycled.report import Progress
 
 
 class DrainState(Protocol):
@@ -14,6 +15,11 @@ class DrainState(Protocol):
 
     @property
     def record(self) -> DrainRecord: ...
+
+    @property
+    def progress(self) -> Progress:
+        """Where the platform notes pods evicted and left (read when the drain ends)."""
+        ...
 
     def cutoff(self) -> float:
         """Loop time after which no new eviction starts (the deadline minus the margin)."""

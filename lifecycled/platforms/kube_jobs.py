@@ -31,7 +31,8 @@ from lifecycled.jobs import (
     parse_flag,
     requeue_name,
 )
-from lifecycled.observe import EventRecorder, Metrics, fields
+from lifecycled.kube_events import EventRecorder
+from lifecycled.observe import Metrics, fields
 from lifecycled.record import PREFIX
 from lifecycled.retry import retry
 from lifecycled.settings import Settings

@@ -42,6 +42,14 @@ class PodRef:
             terminating=bool(meta.get("deletionTimestamp")),
         )
 
+    def involved(self) -> JsonDict:
+        """The pod as a Kubernetes Event's object."""
+        meta = {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": meta}
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
 
 def is_own_pod(meta: JsonDict) -> bool:
     """This handler's own pod (downward API POD_NAME / POD_NAMESPACE). In DaemonSet mode it

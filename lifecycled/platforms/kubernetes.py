@@ -11,12 +11,14 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
+from lifecycled import report
 from lifecycled.clients.aws import AwsClients
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
 from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
 from lifecycled.jobs import Decision, decide
+from lifecycled.kube_events import EventRecorder, limits_of
 from lifecycled.model import InstanceId
-from lifecycled.observe import EventRecorder, Metrics, fields
+from lifecycled.observe import Metrics, fields
 from lifecycled.pace import Evictions
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
@@ -171,7 +173,9 @@ class KubernetesPlatform:
         self._index = NodeIndex(
             kube, aws, settings.drain.node_cache_seconds, settings.scope.node_selector
         )
-        self._events = EventRecorder(kube.create_event)
+        self.events = self._events = EventRecorder(
+            kube.create_event, kube.patch_event, metrics, limits_of(settings)
+        )
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
         self._evictions = Evictions(
@@ -357,11 +361,15 @@ class _Pods(Items[JsonDict]):
 
     async def first_listing(self, pods: list[JsonDict]) -> bool:
         """Load balancers first: no eviction until the node is out of them."""
-        return await self._balancers.take_out(self._node, self._drain, pods)
+        waited = await self._balancers.take_out(self._node, self._drain, pods)
+        if waited:
+            self._events.node(self._node, report.LB_LEFT, "out of its load balancers; evicting")
+        return waited
 
     def seen(self, pods: list[JsonDict]) -> None:
         """Waited-for jobs no longer listed have finished."""
         present = {PodRef.of(p).uid for p in pods}
+        self._drain.progress.left = [self.label(p) for p in pods]
         now = asyncio.get_running_loop().time()
         for uid in [u for u in self._waiting if u not in present]:
             since, pod = self._waiting.pop(uid)
@@ -387,6 +395,7 @@ class _Pods(Items[JsonDict]):
         if decision is Decision.WAIT:
             if ref.uid not in self._waiting:
                 self._waiting[ref.uid] = (now, f"{ref.namespace}/{ref.name}")
+                self._events.post(pod, report.WAITING, f"waited for: {self._deadline()}")
                 log.info(
                     "waiting for a job to finish",
                     extra=fields(
@@ -424,6 +433,7 @@ class _Pods(Items[JsonDict]):
             self._next_try[ref.uid] = asyncio.get_running_loop().time() + 1.0
             return
         if requeued:
+            self._events.post(pod, report.POD_REQUEUED, f"requeued: {self._deadline()}")
             self._next_try[ref.uid] = float("inf")  # its stop is under way; wait for it to go
         else:
             await self._evict(ref)
@@ -452,6 +462,9 @@ class _Pods(Items[JsonDict]):
     async def _evict(self, pod: PodRef) -> None:
         loop = asyncio.get_running_loop()
         where = fields(node=self._node, pod=f"{pod.namespace}/{pod.name}")
+        self._events.post(
+            pod.involved(), report.EVICTING, f"about to be evicted: {self._deadline()}"
+        )
         try:
             queued = loop.time()
             async with self._evictions.slot(self._drain.record.deadline.timestamp()):
@@ -460,6 +473,7 @@ class _Pods(Items[JsonDict]):
                 outcome = await self._kube.evict(pod.namespace, pod.name, grace_seconds=grace)
         except EvictionBlocked as exc:
             self._metrics.evictions.labels("blocked_by_budget").inc()
+            self._events.node(self._node, report.EVICTION_BLOCKED, f"PDB refused evicting {pod}")
             log.info("eviction refused by disruption budget; will retry", extra=where)
             delay = exc.delay or self._settings.drain.eviction_retry_seconds
             self._next_try[pod.uid] = loop.time() + delay
@@ -476,4 +490,8 @@ class _Pods(Items[JsonDict]):
         # Evicted pods terminate over their grace period; we wait for them to be gone.
         self._next_try[pod.uid] = float("inf")
         if outcome is EvictOutcome.EVICTED:
+            self._drain.progress.evicted += 1
             log.info("pod evicted", extra=where)
+
+    def _deadline(self) -> str:
+        return f"node {self._node} drains by {self._drain.record.deadline.isoformat()}"

@@ -52,7 +52,9 @@ class Hooks:
     async def info(self, hook: HookRef) -> HookInfo:
         return HookInfo(heartbeat_timeout=300, global_timeout=30000, default_result="ABANDON")
 
-    async def hold(self, hook: HookRef, instance_id: str, done: asyncio.Event) -> None:
+    async def hold(
+        self, hook: HookRef, instance_id: str, done: asyncio.Event, on_error: object = None
+    ) -> None:
         await done.wait()
 
     async def complete(self, hook: HookRef, instance_id: str, result: str = "CONTINUE") -> bool:

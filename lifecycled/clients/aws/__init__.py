@@ -20,6 +20,7 @@ from lifecycled.clients.aws.ecs import EcsClient
 from lifecycled.clients.aws.elb import ClassicElbClient
 from lifecycled.clients.aws.elbv2 import Elbv2Client
 from lifecycled.clients.aws.events import EventsClient
+from lifecycled.clients.aws.sns import SnsClient
 from lifecycled.clients.aws.sqs import SqsClient
 from lifecycled.clients.aws.sts import StsClient
 from lifecycled.observe import Metrics
@@ -41,6 +42,7 @@ class AwsClients:
         self.elb = ClassicElbClient(clients.get("elb"), metrics)
         self.sts = StsClient(clients.get("sts"), metrics)
         self.events = EventsClient(clients.get("events"), metrics)
+        self.sns = SnsClient(clients.get("sns"), metrics)
 
     @classmethod
     @contextlib.asynccontextmanager

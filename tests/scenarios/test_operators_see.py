@@ -1,0 +1,172 @@
+"""What operators see of a drain: the Node's Events in order, the pods' Events, one webhook
+document per outcome, `lifecycled_drain_info` while open; a bad receiver delays nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from lifecycled import report
+from tests.scenarios.conftest import Stack, eventually, metric
+
+FIELDS = {
+    "event", "cluster", "node", "instance", "kind", "deadline", "pods_evicted", "pods_left",
+    "asg", "hook", "outcome", "time",
+}  # fmt: skip
+
+
+@dataclass
+class Receiver:
+    url: str = ""
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    calls: int = 0
+
+
+async def start_receiver(mode: str) -> AsyncIterator[Receiver]:
+    received = Receiver()
+
+    async def handle(request: web.Request) -> web.Response:
+        received.calls += 1
+        if mode == "fail":
+            return web.Response(status=503, text="down")
+        if mode == "hang":
+            await asyncio.sleep(3600)
+        received.documents.append(await request.json())
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    received.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield received
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async for r in start_receiver("ok"):
+        yield r
+
+
+async def node_events(stack: Stack, node: str) -> list[Any]:
+    items = (await client.CoreV1Api(stack.api).list_namespaced_event("default")).items
+    mine = [e for e in items if e.involved_object.kind == "Node" and e.involved_object.name == node]
+    return sorted(mine, key=lambda e: e.metadata.name)  # names carry the time written
+
+
+def in_order(reasons: list[str], wanted: list[str]) -> bool:
+    it = iter(reasons)
+    return all(r in it for r in wanted)
+
+
+async def test_a_scale_in_tells_its_story_on_the_node_and_to_the_webhook(
+    stack: Stack, service_for, receiver: Receiver
+) -> None:
+    machine = stack.machines[0]
+    node = stack.node_of[machine.instance_id]
+    wanted = [
+        report.NOTICE_RECEIVED,
+        report.CORDONED,
+        report.HOOK_HELD,
+        report.DRAIN_STARTED,
+        report.DRAINED,
+        report.HOOK_COMPLETED,
+    ]
+    async with service_for(notify_webhook_url=receiver.url, cluster_name=None) as service:
+        stack.aws.scale_in(stack.group, machine.instance_id)
+
+        async def info_open() -> bool:
+            return (
+                metric(
+                    service,
+                    "lifecycled_drain_info",
+                    node=node,
+                    instance=machine.instance_id,
+                    kind="lifecycle_terminate",
+                )
+                == 1
+            )
+
+        await eventually(info_open, within=20, every=0.02)
+
+        async def told() -> bool:
+            reasons = [e.reason for e in await node_events(stack, node)]
+            return report.HOOK_COMPLETED in reasons
+
+        await eventually(told, within=30)
+        reasons = [e.reason for e in await node_events(stack, node)]
+        assert in_order(reasons, wanted), reasons
+        assert not await info_open()  # gone with the drain
+
+        async def documents() -> bool:
+            return {"drain_started", "drained", "hook_completed"} <= {
+                d["event"] for d in receiver.documents
+            }
+
+        await eventually(documents, within=10)
+        events = [d["event"] for d in receiver.documents]
+        assert events.count("drained") == 1 and events.count("drain_started") == 1
+        drained = next(d for d in receiver.documents if d["event"] == "drained")
+        assert set(drained) == FIELDS
+        assert drained["node"] == node and drained["instance"] == machine.instance_id
+        assert drained["kind"] == "lifecycle_terminate" and drained["asg"] == stack.group
+        assert drained["hook"] and drained["pods_evicted"] >= 1 and drained["pods_left"] == []
+        assert (
+            metric(service, "lifecycled_notifications_total", sink="webhook", outcome="sent") >= 3
+        )
+
+        pod_events = (await client.CoreV1Api(stack.api).list_event_for_all_namespaces()).items
+        evicting = [e for e in pod_events if e.reason == report.EVICTING]
+        assert len(evicting) == drained["pods_evicted"]
+        assert all(node in e.message for e in evicting)
+
+
+async def drain_seconds(stack: Stack, service_for, index: int, **overrides: Any) -> float:
+    machine = stack.machines[index]
+    async with service_for(**overrides) as service:
+        start = time.monotonic()
+        stack.aws.send_spot_interruption(machine.instance_id)
+
+        async def drained() -> bool:
+            return (
+                metric(
+                    service,
+                    "lifecycled_drain_duration_seconds_count",
+                    kind="spot_interruption",
+                    outcome="drained",
+                )
+                == 1
+            )
+
+        await eventually(drained, within=30, every=0.05)
+        return time.monotonic() - start
+
+
+@pytest.mark.parametrize("mode", ["fail", "hang"])
+async def test_a_bad_receiver_never_delays_a_drain(stack: Stack, service_for, mode: str) -> None:
+    baseline = await drain_seconds(stack, service_for, 0)
+    async for bad in start_receiver(mode):
+        took = await drain_seconds(
+            stack,
+            service_for,
+            1,
+            notify_webhook_url=bad.url,
+            notify_timeout_seconds=30,
+            notify_retry_delays=(5, 5),
+        )
+        assert bad.calls >= 1  # it was tried while the drain went on
+    # The same work on a node of the same shape: within the noise of one poll or two.
+    assert took < baseline + 2.0, (baseline, took)
