@@ -27,7 +27,7 @@ from lifecycled.server import serve_http
 from lifecycled.settings import Settings
 from lifecycled.sources.imds import with_own_region
 from lifecycled.sources.sqs import SqsSource
-from lifecycled.trust import scoped
+from lifecycled.trust import scoped, with_cluster_name
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class Service:
             aws = await stack.enter_async_context(AwsClients.open(settings, metrics, services))
             settings = self.settings = await scoped(settings, aws)
             platform = await stack.enter_async_context(open_platform(settings, aws, metrics))
+            if isinstance(platform, KubernetesPlatform):
+                settings = self.settings = await with_cluster_name(
+                    settings, aws, platform.node_sample
+                )
             hooks = LifecycleHooks(aws, settings, metrics)
             reporter = await stack.enter_async_context(
                 open_reporter(settings, platform, aws, metrics)

@@ -187,6 +187,11 @@ class KubernetesPlatform:
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
 
+    async def node_sample(self, limit: int) -> list[tuple[dict[str, str], str | None]]:
+        """(labels, instance id) of up to `limit` of our nodes: whose cluster this is."""
+        nodes = await self._kube.list_nodes(self._settings.scope.node_selector)
+        return [(dict(n["metadata"].get("labels") or {}), instance_id_of(n)) for n in nodes[:limit]]
+
     async def write_record(self, node: str, record: DrainRecord, *, cordon: bool) -> None:
         """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion.
         The first try takes the node from the index (a storm's cordons cost one call each);

@@ -77,3 +77,30 @@ async def test_accepting_any_account_and_region_is_an_explicit_choice(
 
         await eventually(drained, within=30)
     assert await cordoned(stack, instance)
+
+
+async def test_the_cluster_name_is_read_off_the_nodes_when_not_configured(
+    stack: Stack, service_for
+) -> None:
+    """No LIFECYCLED_CLUSTER_NAME: the nodes' instances say `kubernetes.io/cluster/prod`, so
+    an instance without that tag is not ours even though it resolves to a node here."""
+    ec2 = stack.aws.boto3_client("ec2")
+    stray, *ours = [m.instance_id for m in stack.machines]
+    ec2.create_tags(Resources=ours, Tags=[{"Key": "kubernetes.io/cluster/prod", "Value": "owned"}])
+    async with service_for() as service:
+        stack.aws.send_spot_interruption(stray)
+        stack.aws.send_spot_interruption(ours[0])
+
+        async def ours_drained() -> bool:
+            closed = "lifecycled_drain_duration_seconds_count"
+            return metric(service, closed, kind=SPOT, outcome="drained") == 1
+
+        await eventually(ours_drained, within=30)
+
+        async def stray_refused() -> bool:
+            return metric(service, "lifecycled_unknown_instances_total", kind=SPOT) == 1
+
+        await eventually(stray_refused)
+        assert service.settings.scope.cluster_name == "prod"
+    assert not await cordoned(stack, stray)
+    assert await cordoned(stack, ours[0])

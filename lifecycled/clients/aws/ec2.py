@@ -25,15 +25,22 @@ class Ec2Client(ServiceClient):
 
     async def describe_instance(self, instance_id: str) -> InstanceInfo | None:
         try:
-            reply = await self._call("describe_instances", InstanceIds=[instance_id])
+            found = await self.describe_instances([instance_id])
         except NotFoundError:
             return None
+        return found.get(instance_id)
+
+    async def describe_instances(self, instance_ids: list[str]) -> dict[str, InstanceInfo]:
+        """Many instances in one call (a storm's ownership checks); NotFoundError when any
+        of them is unknown (EC2 then answers for none)."""
+        reply = await self._call("describe_instances", InstanceIds=list(instance_ids))
+        found: dict[str, InstanceInfo] = {}
         for reservation in reply.get("Reservations", []):
             for inst in reservation.get("Instances", []):
-                return InstanceInfo(
+                found[inst["InstanceId"]] = InstanceInfo(
                     instance_id=inst["InstanceId"],
                     private_dns_name=inst.get("PrivateDnsName") or None,
                     state=inst.get("State", {}).get("Name"),
                     tags={t["Key"]: t["Value"] for t in inst.get("Tags", [])},
                 )
-        return None
+        return found
