@@ -86,7 +86,8 @@ class Scope(Group):
     """accept notices that name any account or region (opting out of the default scope)"""
     cluster_name: str | None = None
     """this cluster's name: instances must carry kubernetes.io/cluster/<name> or
-    aws:eks:cluster-name=<name>"""
+    aws:eks:cluster-name=<name> (unset, queue mode on Kubernetes: read off the nodes' eksctl
+    label or their instances' EKS tags at start-up; none found: no tag check)"""
     owner_tag: str | None = None
     """instead of the EKS tags: the tag (`key` or `key=value`) that marks our instances"""
     node_selector: str | None = None
