@@ -31,7 +31,7 @@ def used_in_kubernetes_mode(by_method: dict[str, set[tuple[str, str]]]) -> set[s
 def test_the_policy_grants_exactly_what_kubernetes_mode_calls() -> None:
     by_method = derive.operations_by_method()
     used = used_in_kubernetes_mode(by_method)
-    assert {"receive", "describe_instance", "terminating_hooks", "send_message"} <= used
+    assert {"receive", "describe_instances", "terminating_hooks", "send_message"} <= used
     assert not used & {"stop_task", "run_task", "list_clusters"}, "ECS calls leaked"
     needed = {derive.iam_action(s, o) for m in used for s, o in by_method[m]}
     granted = derive.policy_actions("iam-kubernetes.json")

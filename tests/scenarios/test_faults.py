@@ -34,7 +34,6 @@ EVENTS = r"/api/v1/namespaces/[^/]+/events"
 # (call site, method, path, requests of that kind let through first)
 CALL_SITES = [
     ("resolve: list nodes", "GET", NODES, 0),
-    ("cordon: read node", "GET", NODE, 0),
     ("cordon: patch node", "PATCH", NODE, 0),
     ("vacate: list pods", "GET", PODS, 0),
     ("vacate: read job", "GET", JOB, 0),
@@ -43,18 +42,25 @@ CALL_SITES = [
     ("requeue: create copy", "POST", JOBS, 0),
     ("requeue: event", "POST", EVENTS, 0),
     ("vacate: list pods later", "GET", PODS, 1),  # a drain always lists twice at least
-    ("close: read node", "GET", NODE, 1),
+    ("close: read node", "GET", NODE, 0),  # the cordon takes the node from the index
     ("close: patch node", "PATCH", NODE, 1),
 ]
-CASES = [
-    pytest.param(method, path, skip, 500, id=f"{site} 500")
-    for site, method, path, skip in CALL_SITES
-] + [
-    # 429 is throttling (API priority and fairness); at the eviction API it means a budget.
-    pytest.param(method, path, skip, 429, id=f"{site} 429")
-    for site, method, path, skip in CALL_SITES
-    if path != EVICTION
-][:6]
+CASES = (
+    [
+        pytest.param(method, path, skip, 500, id=f"{site} 500")
+        for site, method, path, skip in CALL_SITES
+    ]
+    + [
+        # 429 is throttling (API priority and fairness); at the eviction API it means a budget.
+        pytest.param(method, path, skip, 429, id=f"{site} 429")
+        for site, method, path, skip in CALL_SITES
+        if path != EVICTION
+    ][:6]
+    + [
+        # The cordon's copy of the node is stale: the guarded patch conflicts, is read afresh.
+        pytest.param("PATCH", NODE, 0, 409, id="cordon: patch node 409"),
+    ]
+)
 
 
 @pytest.mark.parametrize(("method", "path", "skip", "status"), CASES)

@@ -342,7 +342,9 @@ async def test_two_clusters_share_one_queue(
                 metric(service, "lifecycled_not_ours_messages_total", outcome=o)
                 for o in ("released", "forwarded")
             )
-            assert passed_on <= 20
+            # By design at most two passes per fresh copy (released once at receive count 1,
+            # forwarded at maxReceiveCount 2), and at most not_ours_max_forwards copies.
+            assert passed_on <= 2 * 50
             assert metric(service, "lifecycled_not_ours_messages_total", outcome="deleted") == 0
             assert metric(service, "lifecycled_not_ours_messages_total", outcome="dropped") == 0
         for cluster in (alpha, beta):
