@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm lint format install package-check clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm chaos lint format install package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ SCENARIO ?= spot
 RUNS ?= 1
 bench-storm: $(STAMP)
 	$(PY) -m bench.storm --scenario $(SCENARIO) --runs $(RUNS) $(if $(SHORT),--short)
+
+# The chaos suite (tests/chaos/): faults injected in front of the emulators, SIGKILLs,
+# duplicates; every scenario for SEEDS seeds, then the invariant table. Several minutes.
+# `make test` runs the short version (tests/chaos/test_chaos.py: one seed each, 4 nodes).
+SEEDS ?= 20
+chaos: $(STAMP)
+	$(PY) -m tests.chaos --seeds $(SEEDS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lifecycled devstack tests bench
