@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm chaos lint format install package-check clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm chaos chaos-short lint format install package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +53,14 @@ bench-storm: $(STAMP)
 
 # The chaos suite (tests/chaos/): faults injected in front of the emulators, SIGKILLs,
 # duplicates; every scenario for SEEDS seeds, then the invariant table. Several minutes.
-# `make test` runs the short version (tests/chaos/test_chaos.py: one seed each, 4 nodes).
+# chaos-short (CI): tests/chaos/test_chaos.py, one seed per scenario, 4 nodes, about a minute.
 SEEDS ?= 20
+NODES ?= 4
 chaos: $(STAMP)
-	$(PY) -m tests.chaos --seeds $(SEEDS)
+	$(PY) -m tests.chaos --seeds $(SEEDS) --nodes $(NODES)
+
+chaos-short: $(STAMP)
+	LIFECYCLED_CHAOS=1 $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lifecycled devstack tests bench

@@ -1,7 +1,7 @@
 """`make chaos`: every scenario for many seeds, then the table (scenario x seeds x faults
 injected x violations). Exit 1 when any invariant was violated.
 
-    python -m tests.chaos                       # every scenario, 20 seeds each, 6 nodes
+    python -m tests.chaos                       # every scenario, 20 seeds each, 4 nodes
     python -m tests.chaos --scenario sigkill --seed 1234 --seeds 1   # replay one run
 """
 
@@ -49,7 +49,7 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS))
     parser.add_argument("--seed", type=int, default=1, help="the first seed")
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--nodes", type=int, default=4)
     args = parser.parse_args()
     scenarios = args.scenario or list(SCENARIOS)
     return asyncio.run(main_async(scenarios, args.seed, args.seeds, args.nodes))
