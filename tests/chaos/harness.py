@@ -28,7 +28,7 @@ from devstack.aws import AwsStack
 from devstack.cluster import Machine, Workloads, expected_pods, seed, wait_running
 from devstack.kube import KubeApiServer
 from devstack.kube.server import write_kubeconfig
-from devstack.service_process import service_process
+from devstack.service_process import Values, service_process, total
 from tests.faultproxy import Chaos, FaultProxy
 
 SPOT = "spot_interruption"
@@ -99,16 +99,18 @@ class Run:
         return {i for i in self.hooked if self.aws.lifecycle_state(i) == "Terminating:Wait"}
 
     @contextlib.asynccontextmanager
-    async def service(self, env: dict[str, str] | None = None) -> AsyncIterator[Any]:
+    async def service(
+        self, env: dict[str, str] | None = None, name: str = ""
+    ) -> AsyncIterator[Any]:
+        workdir = self.workdir / name
+        workdir.mkdir(exist_ok=True)
         try:
-            async with service_process(
-                {**self.env, **(env or {})}, self.logs, self.workdir
-            ) as proc:
+            async with service_process({**self.env, **(env or {})}, self.logs, workdir) as proc:
                 yield proc
         finally:  # each process's raw stderr kept: the traceback check reads them all
-            raw = self.workdir / "lifecycled.log"
+            raw = workdir / "lifecycled.log"
             if raw.exists():
-                raw.rename(self.workdir / f"lifecycled-{next(_names)}.log")
+                raw.rename(workdir / f"lifecycled-{next(_names)}.log")
 
 
 @dataclass
@@ -197,11 +199,60 @@ async def sigkill(run: Run, size: int) -> None:
             run.injected["sigkill"] += 1
 
 
+HA = {
+    "LIFECYCLED_LEADER_ELECTION": "true",
+    "LIFECYCLED_LEASE_DURATION_SECONDS": "3",
+    "LIFECYCLED_LEASE_RENEW_SECONDS": "2",
+    "LIFECYCLED_LEASE_RETRY_SECONDS": "1",
+    "LIFECYCLED_SQS_VISIBILITY_SECONDS": "5",
+}
+
+
+async def leader_change(run: Run, size: int) -> None:
+    """Two replicas under leader election; the leader is SIGKILLed mid-storm and comes back
+    as a standby while the other takes over."""
+    a_env, b_env = (
+        {**HA, "LIFECYCLED_IDENTITY": "replica-a"},
+        {**HA, "LIFECYCLED_IDENTITY": "replica-b"},
+    )
+    async with run.service(a_env, "a") as a, run.service(b_env, "b") as b:
+        replicas = {"a": a, "b": b}
+        if await wait_leader(replicas) is None:
+            return  # the check reports the drains that never happened
+        await warn_some(run, size)
+        await asyncio.sleep(run.random.uniform(0.5, 3.0))
+        name = await wait_leader(replicas)
+        if name is None:
+            return
+        replicas[name].proc.send_signal(signal.SIGKILL)
+        await replicas[name].proc.wait()
+        run.injected["leader sigkill"] += 1
+        env = a_env if name == "a" else b_env
+        async with run.service(env, name):
+            await settle(run, size)
+
+
+def leads(values: Values) -> bool:
+    return total(values, "lifecycled_leader") == 1
+
+
+async def wait_leader(replicas: dict[str, Any]) -> str | None:
+    """The name of the replica that leads, once one does (20 s at most)."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        for name, replica in replicas.items():
+            if leads(await replica.scrape()):
+                return name
+        await asyncio.sleep(0.3)
+    return None
+
+
 SCENARIOS: dict[str, Callable[[Run, int], Awaitable[None]]] = {
     "kube-faults": kube_faults,
     "aws-faults": aws_faults,
     "duplicates": duplicates,
     "sigkill": sigkill,
+    "leader-change": leader_change,
 }
 
 
