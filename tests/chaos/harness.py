@@ -67,6 +67,7 @@ class Run:
     hooked: set[str] = field(default_factory=set)  # instance ids scaled in (a hook holds them)
     injected: Counter[str] = field(default_factory=Counter)
     kills: int = 0
+    violations: list[str] = field(default_factory=list)  # a scenario's own checks
     random: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -247,12 +248,36 @@ async def wait_leader(replicas: dict[str, Any]) -> str | None:
     return None
 
 
+async def poison(run: Run, size: int) -> None:
+    """A flood of hostile bodies (non-JSON, deep nesting, 250 KB, foreign sources, bad ids)
+    queued ahead of the real warnings: the warnings still drained, the poison in the DLQ."""
+    from tests.scenarios.test_poison import hostile
+
+    count = 100 * size
+    sqs = run.aws.boto3_client("sqs")
+    for start in range(0, count, 10):
+        entries = [{"Id": str(n), "MessageBody": hostile(n)} for n in range(start, start + 10)]
+        sqs.send_message_batch(QueueUrl=run.queue.url, Entries=entries)
+    run.injected["poison"] += count
+    await warn_some(run, size)
+    async with run.service({"LIFECYCLED_MESSAGE_CONCURRENCY": "32"}):
+        await settle(run, size)
+    assert run.queue.dlq_url is not None
+    reply = sqs.get_queue_attributes(
+        QueueUrl=run.queue.dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    dead = int(reply["Attributes"]["ApproximateNumberOfMessages"])
+    if dead < count:
+        run.violations.append(f"{dead} of {count} poison bodies in the DLQ")
+
+
 SCENARIOS: dict[str, Callable[[Run, int], Awaitable[None]]] = {
     "kube-faults": kube_faults,
     "aws-faults": aws_faults,
     "duplicates": duplicates,
     "sigkill": sigkill,
     "leader-change": leader_change,
+    "poison": poison,
 }
 
 
@@ -328,7 +353,7 @@ async def run(aws: AwsStack, scenario: str, seed_: int, size: int) -> Result:
             await SCENARIOS[scenario](the_run, size)
             from tests.chaos.invariants import check  # it imports Run from here
 
-            violations = await check(the_run)
+            violations = the_run.violations + await check(the_run)
     return Result(scenario, seed_, time.monotonic() - started, the_run.injected, violations)
 
 
