@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import random
 import signal
 import tempfile
@@ -29,6 +30,7 @@ from devstack.cluster import Machine, Workloads, expected_pods, seed, wait_runni
 from devstack.kube import KubeApiServer
 from devstack.kube.server import write_kubeconfig
 from devstack.service_process import Values, service_process, total
+from lifecycled.record import RECORD_ANNOTATION
 from tests.faultproxy import Chaos, FaultProxy
 
 SPOT = "spot_interruption"
@@ -93,8 +95,23 @@ class Run:
             if line.get("outcome") in SETTLED
         }
 
-    def all_settled(self) -> bool:
-        return self.warned <= self.settled() and not (self.hooked & self.held())
+    async def closed_records(self) -> set[str]:
+        """Instances whose drain record on the node says done: a SIGKILL can land between
+        closing the record and logging "drain finished", so the record is the truth."""
+        core = client.CoreV1Api(self.api)
+        out = set()
+        for instance in self.warned:
+            with contextlib.suppress(client.ApiException):
+                node = await core.read_node(self.node(instance))
+                raw = (node.metadata.annotations or {}).get(RECORD_ANNOTATION)
+                if raw and json.loads(raw).get("phase") == "done":
+                    out.add(instance)
+        return out
+
+    async def all_settled(self) -> bool:
+        if self.hooked & self.held():
+            return False
+        return self.warned <= self.settled() | await self.closed_records()
 
     def held(self) -> set[str]:
         return {i for i in self.hooked if self.aws.lifecycle_state(i) == "Terminating:Wait"}
@@ -132,9 +149,9 @@ class Result:
         )
 
 
-async def wait_until(check: Callable[[], bool], within: float) -> bool:
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float) -> bool:
     end = time.monotonic() + within
-    while not check():
+    while not await check():
         if time.monotonic() > end:
             return False
         await asyncio.sleep(0.5)
@@ -288,7 +305,7 @@ async def settle(run: Run, size: int) -> None:
         await wait_until(lambda: queue_empty(run), 30)
 
 
-def queue_empty(run: Run) -> bool:
+async def queue_empty(run: Run) -> bool:
     reply = run.aws.boto3_client("sqs").get_queue_attributes(
         QueueUrl=run.queue.url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],

@@ -28,9 +28,10 @@ def messages_accounted(run: Run) -> list[str]:
     return [f"{left} messages still in the queue"] if left else []
 
 
-def warned_nodes_settled(run: Run) -> list[str]:
-    """Every warned node drained, or its failure reported (a closing outcome in the log)."""
-    settled = run.settled()
+def warned_nodes_settled(run: Run, closed: set[str]) -> list[str]:
+    """Every warned node drained, or its failure reported (a closing outcome in the log, or
+    the closed record on the node when a SIGKILL came before the log line)."""
+    settled = run.settled() | closed
     out = [f"{i} ({run.node(i)}) never settled" for i in sorted(run.warned - settled)]
     cordoned = {str(line.get("node")) for line in run.logs.events("node cordoned")}
     drained = {
@@ -126,7 +127,6 @@ def no_traceback(run: Run) -> list[str]:
 
 CHECKS = (
     messages_accounted,
-    warned_nodes_settled,
     nothing_touched_without_notice,
     hooks_once_after_drain,
     jobs_requeued_once,
@@ -137,4 +137,5 @@ CHECKS = (
 
 async def check(run: Run) -> list[str]:
     violations = [v for rule in CHECKS for v in rule(run)]
+    violations += warned_nodes_settled(run, await run.closed_records())
     return violations + await pods_left(run)
