@@ -188,8 +188,11 @@ class FaultProxy:
                 status=upstream.status,
                 headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
             )
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():  # watches stream
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():  # watches stream
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:  # the client gave up (a slow answer, its own time-out)
+                pass
             return response
