@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm lint format install package-check clean
+.PHONY: demo demo-imds demo-ecs demo-all test bench bench-short bench-storm chaos chaos-short lint format install package-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,17 @@ SCENARIO ?= spot
 RUNS ?= 1
 bench-storm: $(STAMP)
 	$(PY) -m bench.storm --scenario $(SCENARIO) --runs $(RUNS) $(if $(SHORT),--short)
+
+# The chaos suite (tests/chaos/): faults injected in front of the emulators, SIGKILLs,
+# duplicates; every scenario for SEEDS seeds, then the invariant table. Several minutes.
+# chaos-short (CI): tests/chaos/test_chaos.py, one seed per scenario, 4 nodes, about a minute.
+SEEDS ?= 20
+NODES ?= 4
+chaos: $(STAMP)
+	$(PY) -m tests.chaos --seeds $(SEEDS) --nodes $(NODES)
+
+chaos-short: $(STAMP)
+	LIFECYCLED_CHAOS=1 $(PY) -m pytest tests/chaos $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lifecycled devstack tests bench

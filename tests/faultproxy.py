@@ -4,13 +4,18 @@ The service under test is pointed at the proxy instead of the emulator (its kube
 its own code is untouched: it sees exactly what a throttling or failing API server sends.
 A `Fault` names the requests it matches (method and a path pattern), which matching request
 to fail first (`skip` lets earlier ones through), how many to fail, and the answer.
+`Chaos` fails requests at random instead (a seed and a rate, for the chaos suite): 5xx, 429
+with Retry-After (AWS: Throttling / RequestLimitExceeded), connection resets, slow answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import re
 import socket
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -60,10 +65,77 @@ class Fault:
         )
 
 
+CHAOS_KINDS = ("5xx", "throttle", "reset", "slow")
+
+
+@dataclass
+class Chaos:
+    """Random faults: each request fails with probability `rate`, the kind drawn from `kinds`.
+    `flavour` shapes the answer: "kube" (a Status) or "aws" (the protocol's error document)."""
+
+    seed: int
+    rate: float = 0.2
+    flavour: str = "kube"
+    kinds: tuple[str, ...] = CHAOS_KINDS
+    spare: str = r"/(devstack|healthz|readyz|livez|version).*"  # never the emulators' own
+    injected: Counter[str] = field(default_factory=Counter)
+    _random: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.seed)
+
+    def draw(self, path: str) -> str | None:
+        if re.fullmatch(self.spare, path) or self._random.random() >= self.rate:
+            return None
+        kind = self._random.choice(self.kinds)
+        self.injected[kind] += 1
+        return kind
+
+    def slow_seconds(self) -> float:
+        return self._random.uniform(0.5, 2.5)
+
+    def answer(self, kind: str, request: web.Request) -> web.Response:
+        status = 429 if kind == "throttle" else self._random.choice((500, 502, 503))
+        if self.flavour == "kube":
+            fault = Fault(request.method, ".*", status=status, retry_after=1)
+            return fault.answer()
+        return aws_error(kind, status, request)
+
+
+def aws_error(kind: str, status: int, request: web.Request) -> web.Response:
+    """The error document botocore parses for the request's protocol: JSON (SQS, ECS: an
+    X-Amz-Target header) or query XML (EC2's own shape; Auto Scaling, ELB)."""
+    scope = request.headers.get("Authorization", "")
+    ec2 = "/ec2/aws4_request" in scope
+    if kind == "throttle":
+        code, status = ("RequestLimitExceeded", 503) if ec2 else ("Throttling", 400)
+    else:
+        code = "InternalFailure" if status == 500 else "ServiceUnavailable"
+    message = f"injected fault ({code})"
+    if "X-Amz-Target" in request.headers:
+        body = json.dumps({"__type": f"com.amazonaws#{code}", "message": message})
+        headers = {"x-amzn-query-error": f"{code};Sender"}
+        return web.Response(
+            status=status, text=body, content_type="application/x-amz-json-1.0", headers=headers
+        )
+    if ec2:
+        xml = (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>"
+            "</Error></Errors><RequestID>chaos</RequestID></Response>"
+        )
+    else:
+        xml = (
+            f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+            f"<Message>{message}</Message></Error><RequestId>chaos</RequestId></ErrorResponse>"
+        )
+    return web.Response(status=status, text=xml, content_type="text/xml")
+
+
 @dataclass
 class FaultProxy:
     upstream: str
     faults: list[Fault] = field(default_factory=list)
+    chaos: Chaos | None = None
     port: int = 0  # 0: any free port
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -92,6 +164,17 @@ class FaultProxy:
         for fault in self.faults:
             if fault.hit(request.method, request.path):
                 return fault.answer()
+        kind = self.chaos.draw(request.path) if self.chaos is not None else None
+        if kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()  # the client sees the connection reset
+            return web.Response(status=500)  # written nowhere: the transport is gone
+        if kind == "slow":
+            assert self.chaos is not None
+            await asyncio.sleep(self.chaos.slow_seconds())
+        elif kind is not None:
+            assert self.chaos is not None
+            return self.chaos.answer(kind, request)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers.pop("Host", None)
@@ -105,8 +188,11 @@ class FaultProxy:
                 status=upstream.status,
                 headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP},
             )
-            await response.prepare(request)
-            async for chunk in upstream.content.iter_any():  # watches stream
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():  # watches stream
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:  # the client gave up (a slow answer, its own time-out)
+                pass
             return response
