@@ -314,11 +314,11 @@ class Calls(Group):
     """timeout of every AWS / Kubernetes call"""
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
     """comma-separated delays of the step retry loop"""
-    kube_api_qps: float = Field(default=500.0, ge=0)
+    kube_api_qps: float = Field(default=1000.0, ge=0)
     """one request budget for every Kubernetes call (as NTH's kube-api-qps; 0: none):
     cordons and node reads wait ahead of evictions and lists, and a 429 from the API server
     pauses it for its Retry-After"""
-    kube_api_burst: int = Field(default=1000, ge=1)
+    kube_api_burst: int = Field(default=2000, ge=1)
     """the budget's burst (as NTH's kube-api-burst)"""
     kube_connections: int = Field(default=100, ge=1)
     """HTTP connections to the API server"""

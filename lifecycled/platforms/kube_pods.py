@@ -9,6 +9,28 @@ from dataclasses import dataclass
 from lifecycled.clients.kube import JsonDict
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+# Large and never read by a drain (kubectl apply's copy of the manifest).
+UNREAD_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def slim_pod(pod: JsonDict) -> JsonDict:
+    """What a drain reads of a pod (who owns it, its annotations, whether it is going, its
+    grace period): a storm's drains keep tens of thousands of these between passes, not
+    tens of thousands of full pods. A requeue reads the whole pod afresh."""
+    meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    annotations = meta.get("annotations") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            **{k: meta[k] for k in ("name", "namespace", "uid", "deletionTimestamp") if k in meta},
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": {k: v for k, v in annotations.items() if k not in UNREAD_ANNOTATIONS},
+            "ownerReferences": list(meta.get("ownerReferences") or []),
+        },
+        "spec": {k: spec[k] for k in ("nodeName", "terminationGracePeriodSeconds") if k in spec},
+        "status": {"phase": pod.get("status", {}).get("phase")},
+    }
 
 
 def is_skipped(pod: JsonDict) -> str | None:

@@ -23,7 +23,7 @@ from lifecycled.pace import Evictions
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
-from lifecycled.platforms.kube_pods import PodRef, is_skipped
+from lifecycled.platforms.kube_pods import PodRef, is_skipped, slim_pod
 from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.platforms.vacate import Items, Step, vacate_loop
 from lifecycled.record import DRAINING_TAINT, RECORD_ANNOTATION, DrainRecord
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CORDONED_BEFORE_ANNOTATION = "lifecycled.io/cordoned-before"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 MIN_RELIST_SECONDS = 1.0
+LISTS_AT_ONCE = 16  # drains' pod lists in flight together (each is parsed whole)
 
 
 def instance_id_of(node: JsonDict) -> str | None:
@@ -183,6 +184,7 @@ class KubernetesPlatform:
             settings.drain.eviction_settle_seconds,
             settings.drain.eviction_settle_max_seconds,
         )
+        self._listing = asyncio.Semaphore(LISTS_AT_ONCE)
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
@@ -304,6 +306,7 @@ class KubernetesPlatform:
             metrics=self._metrics,
             settings=self._settings,
             evictions=self._evictions,
+            listing=self._listing,
         )
         return await vacate_loop(
             pods,
@@ -337,6 +340,7 @@ class _Pods(Items[JsonDict]):
         metrics: Metrics,
         settings: Settings,
         evictions: Evictions,
+        listing: asyncio.Semaphore,
     ) -> None:
         self.where: dict[str, object] = {"node": node}
         self._node = node
@@ -351,6 +355,7 @@ class _Pods(Items[JsonDict]):
         self._waiting: dict[str, tuple[float, str]] = {}  # uid -> (since, pod)
         self._hold_reported = False
         self._evictions = evictions
+        self._listing = listing
         self._opened_at = asyncio.get_running_loop().time()
         self._settled = False
 
@@ -361,8 +366,16 @@ class _Pods(Items[JsonDict]):
         return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
 
     async def left(self) -> list[JsonDict]:
-        pods = await self._kube.list_pods_on_node(self._node)  # the client retries
-        return [p for p in pods if not is_skipped(p)]
+        if not self._settled:
+            # Cordon every doomed node before evicting from any: a pod evicted now would be
+            # rescheduled onto a node whose warning is a moment behind. Waited before the
+            # first listing, so a storm's thousand drains hold no pod lists meanwhile.
+            self._settled = True
+            waited = await self._evictions.settled(self._opened_at, self._drain.cutoff())
+            self._metrics.eviction_wait.labels("settle").observe(waited)
+        async with self._listing:  # a storm's drains do not all parse their lists at once
+            pods = await self._kube.list_pods_on_node(self._node)  # the client retries
+            return [slim_pod(p) for p in pods if not is_skipped(p)]
 
     async def first_listing(self, pods: list[JsonDict]) -> bool:
         """Load balancers first: no eviction until the node is out of them."""
@@ -415,12 +428,6 @@ class _Pods(Items[JsonDict]):
         return partial(self._evict, ref)
 
     async def acting(self, pods: list[JsonDict]) -> None:
-        if not self._settled:
-            # Cordon every doomed node before evicting from any: a pod evicted now would be
-            # rescheduled onto a node whose warning is a moment behind.
-            self._settled = True
-            waited = await self._evictions.settled(self._opened_at, self._drain.cutoff())
-            self._metrics.eviction_wait.labels("settle").observe(waited)
         stopping_waited = [p for p in pods if PodRef.of(p).uid in self._waiting]
         if stopping_waited and not self._hold_reported:
             self._hold_reported = True
