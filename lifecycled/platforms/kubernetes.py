@@ -402,8 +402,13 @@ class _Pods(Items[JsonDict]):
         is far, and evicted (idempotent) or requeued (not) when it is near."""
         ref = PodRef.of(pod)
         now = asyncio.get_running_loop().time()
-        if ref.terminating or self._next_try.get(ref.uid, 0.0) > now:
+        if self._next_try.get(ref.uid, 0.0) > now:
             return None
+        if ref.terminating:
+            # Already going (a NoExecute taint, someone's delete): the only thing left to give
+            # is a shorter grace (LIFECYCLED_POD_GRACE_SECONDS), once; it cannot be lengthened.
+            shorten = self._settings.drain.pod_grace_seconds is not None
+            return partial(self._evict, ref) if shorten else None
         workload = await self._jobs.workload(pod)
         decision = decide(
             workload,
