@@ -188,14 +188,19 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def peak_rss_mib(pid: int) -> float:
+def status_mib(pid: int | None, field: str) -> float:
+    """A /proc/PID/status size (VmHWM: peak RSS; VmRSS: now) in MiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def peak_rss_mib(pid: int) -> float:
+    return status_mib(pid, "VmHWM")
 
 
 def machine_busy() -> tuple[float, float]:
@@ -233,6 +238,7 @@ class Sampler:
                     "kube_max_lag_ms": round(stats["loop"]["max_lag_seconds"] * 1000, 1),
                     "pods": stats["pods"],
                     "cpu": {k: cpu_seconds(p) for k, p in self.pids.items()},
+                    "service_rss_mib": round(status_mib(self.pids.get("service"), "VmRSS"), 1),
                 }
             )
             if self._stop.wait(1.0):

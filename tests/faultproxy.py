@@ -178,11 +178,12 @@ class FaultProxy:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers.pop("Host", None)
+        try:
+            body = await request.read()
+        except ConnectionError:  # the client hung up while we were slow: nobody to answer
+            return web.Response(status=499)
         async with self._session.request(
-            request.method,
-            self.upstream + request.path_qs,
-            headers=headers,
-            data=await request.read(),
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
         ) as upstream:
             response = web.StreamResponse(
                 status=upstream.status,

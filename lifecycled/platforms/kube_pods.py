@@ -4,33 +4,41 @@ its preview (kube_preview.py), so neither imports the other."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 from lifecycled.clients.kube import JsonDict
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-# Large and never read by a drain (kubectl apply's copy of the manifest).
-UNREAD_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+READ_ANNOTATIONS = ("lifecycled.io/", MIRROR_ANNOTATION)  # the only ones a drain reads
 
 
 def slim_pod(pod: JsonDict) -> JsonDict:
-    """What a drain reads of a pod (who owns it, its annotations, whether it is going, its
-    grace period): a storm's drains keep tens of thousands of these between passes, not
-    tens of thousands of full pods. A requeue reads the whole pod afresh."""
+    """What a drain reads of a pod: its name and uid, whether it is going, its controller,
+    our annotations, its grace period and phase. A storm's drains keep tens of thousands of
+    these between passes (18,900 at 1,000 warnings), so nothing else is kept: no labels, no
+    foreign annotations, no second owner; and only new small dicts, so none of the listing's
+    parse stays alive behind them. A requeue reads the whole pod afresh."""
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+    slim_meta = {k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta}
+    if "namespace" in meta:
+        slim_meta["namespace"] = sys.intern(str(meta["namespace"]))  # a few, shared by all
     annotations = meta.get("annotations") or {}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            **{k: meta[k] for k in ("name", "namespace", "uid", "deletionTimestamp") if k in meta},
-            "labels": dict(meta.get("labels") or {}),
-            "annotations": {k: v for k, v in annotations.items() if k not in UNREAD_ANNOTATIONS},
-            "ownerReferences": list(meta.get("ownerReferences") or []),
-        },
-        "spec": {k: spec[k] for k in ("nodeName", "terminationGracePeriodSeconds") if k in spec},
-        "status": {"phase": pod.get("status", {}).get("phase")},
-    }
+    kept = {k: v for k, v in annotations.items() if k.startswith(READ_ANNOTATIONS)}
+    if kept:
+        slim_meta["annotations"] = kept
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            kind = sys.intern(str(ref.get("kind")))
+            owner = {"kind": kind, "name": ref.get("name"), "controller": True}
+            slim_meta["ownerReferences"] = [owner]
+            break
+    slim: JsonDict = {"apiVersion": "v1", "kind": "Pod", "metadata": slim_meta}
+    if "terminationGracePeriodSeconds" in spec:
+        slim["spec"] = {"terminationGracePeriodSeconds": spec["terminationGracePeriodSeconds"]}
+    phase = pod.get("status", {}).get("phase")
+    slim["status"] = {"phase": sys.intern(phase) if isinstance(phase, str) else phase}
+    return slim
 
 
 def is_skipped(pod: JsonDict) -> str | None:

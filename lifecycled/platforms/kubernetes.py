@@ -326,7 +326,8 @@ class _Pods(Items[JsonDict]):
 
     noun = "pod"
     overlap = False  # evictions and requeues are a few calls; a requeue must not be cut off
-    parallel = 8  # steps at once per node: the cluster-wide cap is `Evictions`
+    # Steps at once per node, a waiting task each: the cluster-wide cap is `Evictions`.
+    parallel = 4
 
     def __init__(
         self,
