@@ -18,7 +18,7 @@ import enum
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -39,6 +39,7 @@ from lifecycled.retry import retry
 JsonDict = dict[str, Any]
 # The first calls on a notice's path (resolve, record, cordon): ahead of evictions and lists.
 URGENT_OPERATIONS = frozenset({"read_node", "list_node", "patch_node"})
+NODE_PAGE = 500  # nodes per list request
 PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 
 
@@ -192,11 +193,24 @@ class KubeClient:
     async def get_node(self, name: str) -> JsonDict:
         return await self._request("read_node", self._core.read_node, name)
 
+    async def node_pages(
+        self, label_selector: str | None = None
+    ) -> AsyncGenerator[list[JsonDict], None]:
+        """The nodes, NODE_PAGE at a time (limit/continue, as client-go's informers list): a
+        caller that keeps a slim copy of each never holds a large cluster's list whole."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": NODE_PAGE}
+            kwargs |= {"label_selector": label_selector} if label_selector else {}
+            kwargs |= {"_continue": token} if token else {}
+            reply = await self._request("list_node", self._core.list_node, **kwargs)
+            yield reply.get("items", [])
+            token = (reply.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
     async def list_nodes(self, label_selector: str | None = None) -> list[JsonDict]:
-        kwargs: dict[str, Any] = {"label_selector": label_selector} if label_selector else {}
-        reply = await self._request("list_node", self._core.list_node, **kwargs)
-        items: list[JsonDict] = reply.get("items", [])
-        return items
+        return [node async for page in self.node_pages(label_selector) for node in page]
 
     async def patch_node(self, name: str, patch: JsonDict) -> JsonDict:
         """Strategic-merge patch; put metadata.resourceVersion in it for a precondition."""

@@ -6,6 +6,7 @@ Platform code never parses events; it is told which instance, until when, and ac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -81,21 +82,21 @@ class NodeIndex:
         async with self._lock:
             if time.monotonic() - self._listed_at < min_age:
                 return  # someone refreshed while we waited
-            nodes = await self._kube.list_nodes(self._selector)
-            self._by_instance.clear()
-            self._by_hostname.clear()
-            self._names = set()
-            self._nodes = {}
-            for node in nodes:
-                name = str(node["metadata"]["name"])
-                self._names.add(name)
-                self._nodes[name] = slim(node)
-                instance = instance_id_of(node)
-                if instance:
-                    self._by_instance[instance] = name
-                hostname = node["metadata"].get("labels", {}).get(HOSTNAME_LABEL)
-                if hostname:
-                    self._by_hostname[str(hostname)] = name
+            by_instance: dict[str, str] = {}
+            by_hostname: dict[str, str] = {}
+            nodes: dict[str, JsonDict] = {}
+            async for page in self._kube.node_pages(self._selector):
+                for node in page:  # kept slim page by page: the full list is never held
+                    name = str(node["metadata"]["name"])
+                    nodes[name] = slim(node)
+                    instance = instance_id_of(node)
+                    if instance:
+                        by_instance[instance] = name
+                    hostname = node["metadata"].get("labels", {}).get(HOSTNAME_LABEL)
+                    if hostname:
+                        by_hostname[str(hostname)] = name
+            self._by_instance, self._by_hostname, self._nodes = by_instance, by_hostname, nodes
+            self._names = set(nodes)
             self._listed_at = time.monotonic()
 
     async def node_for(self, instance_id: InstanceId) -> str | None:
@@ -191,8 +192,14 @@ class KubernetesPlatform:
 
     async def node_sample(self, limit: int) -> list[tuple[dict[str, str], str | None]]:
         """(labels, instance id) of up to `limit` of our nodes: whose cluster this is."""
-        nodes = await self._kube.list_nodes(self._settings.scope.node_selector)
-        return [(dict(n["metadata"].get("labels") or {}), instance_id_of(n)) for n in nodes[:limit]]
+        pages = self._kube.node_pages(self._settings.scope.node_selector)
+        async with contextlib.aclosing(pages):
+            async for page in pages:  # the first page is sample enough
+                return [
+                    (dict(n["metadata"].get("labels") or {}), instance_id_of(n))
+                    for n in page[:limit]
+                ]
+        return []
 
     async def write_record(self, node: str, record: DrainRecord, *, cordon: bool) -> None:
         """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion.
