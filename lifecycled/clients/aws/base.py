@@ -116,14 +116,20 @@ async def open_clients(
     """aiobotocore clients for `services`, by service name, open until the context ends."""
     session = get_session()
     region = region_of(settings)
+    # A connection per notice handled at once (botocore's default is 10: a storm's calls
+    # would queue for one inside the call's timeout).
     base = AioConfig(
         connect_timeout=settings.calls.timeout_seconds,
         read_timeout=settings.calls.timeout_seconds,
         retries={"mode": "standard", "max_attempts": 4},
+        max_pool_connections=max(10, settings.queue.concurrency),
     )
-    # Long polls hold the connection for up to WaitTimeSeconds.
+    # Long polls hold their connections for up to WaitTimeSeconds: those come on top.
     sqs = base.merge(
-        AioConfig(read_timeout=settings.queue.wait_seconds + settings.calls.timeout_seconds)
+        AioConfig(
+            read_timeout=settings.queue.wait_seconds + settings.calls.timeout_seconds,
+            max_pool_connections=settings.queue.receivers + max(10, settings.queue.concurrency),
+        )
     )
     async with contextlib.AsyncExitStack() as stack:
         clients: dict[str, Any] = {}
