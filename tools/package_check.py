@@ -113,16 +113,28 @@ def api_permission(group: str, method: str) -> tuple[str, str, str]:
     return group, f"{plural}/{sub}" if sub else plural, VERBS[verb]
 
 
+# Allowed to every authenticated account (the default ClusterRole system:basic-user): not
+# in the chart's ClusterRole. `lifecycled check` asks with it (KubeClient.can).
+EVERYONE = {"create_self_subject_access_review"}
+
+
+def request_permission(node: ast.AST) -> tuple[str, str, str] | None:
+    """The permission one `self._request("op", self._core.read_node, ...)` call needs; None
+    for a call that is not one, or that every account may make (EVERYONE)."""
+    if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request"):
+        return None
+    target = node.args[1]
+    assert isinstance(target, ast.Attribute), ast.unparse(node)
+    if target.attr in EVERYONE:
+        return None
+    assert isinstance(target.value, ast.Attribute), ast.unparse(node)
+    return api_permission(GROUPS[target.value.attr], target.attr)
+
+
 def kube_permissions() -> set[tuple[str, str, str]]:
     """Every (group, resource, verb) behind KubeClient's calls in lifecycled/clients/kube.py."""
     tree = ast.parse((ROOT / "lifecycled" / "clients" / "kube.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        # self._request("op", self._core.read_node, ...)
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
-            target = node.args[1]
-            assert isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute)
-            found.add(api_permission(GROUPS[target.value.attr], target.attr))
+    found = {p for node in ast.walk(tree) if (p := request_permission(node))}
     expect(found, "found no Kubernetes calls in clients/kube.py")
     return found
 
@@ -134,11 +146,7 @@ def kube_client_methods() -> dict[str, set[tuple[str, str, str]]]:
     for fn in ast.walk(tree):
         if isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
             for node in ast.walk(fn):
-                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
-                    target = node.args[1]
-                    assert isinstance(target, ast.Attribute)
-                    assert isinstance(target.value, ast.Attribute)
-                    perm = api_permission(GROUPS[target.value.attr], target.attr)
+                if perm := request_permission(node):
                     methods.setdefault(fn.name, set()).add(perm)
     return methods
 
@@ -671,7 +679,8 @@ PLACEHOLDERS = [("${AWS::Partition}", "aws"), ("${AWS::Region}", "REGION"),
                 ("${AutoScalingGroupNamePrefix}", "ASG_NAME_PREFIX"),
                 ("${TargetGroupNamePrefix}", "TARGET_GROUP_PREFIX"),
                 ("${ClassicElbName}", "CLASSIC_ELB_NAME"), ("${EcsClusterName}", "CLUSTER"),
-                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES")]  # fmt: skip
+                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES"),
+                ("${NotifyTopicName}", "NOTIFY_TOPIC")]  # fmt: skip
 
 
 def as_documented(value: Any) -> Any:
@@ -793,6 +802,22 @@ def terraform_module(_: argparse.Namespace) -> None:
         if "Fn::If" in s
     }
     expect(set(optional) == cfn_optional, f"optional statements {sorted(optional)}")
+    filled = str(tf["locals"]["filled"])
+    for doc in ("iam-kubernetes.json", "iam-ecs.json"):
+        for placeholder in sorted(set(re.findall(r"\b[A-Z][A-Z_]{2,}\b", doc_resources(doc)))):
+            expect(f'"{placeholder}"' in filled, f"the module leaves {placeholder} in docs/{doc}")
+
+
+def doc_resources(doc: str) -> str:
+    """The Resource strings of docs/<doc>'s statements, one text."""
+    import json
+
+    statements = json.loads((ROOT / "docs" / doc).read_text())["Statement"]
+    return " ".join(
+        r
+        for s in statements
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    )
 
 
 # What only the tests, the demos and the benchmarks use: the product must never import it.
