@@ -35,10 +35,13 @@ RBAC = (
     ("patch", "", "nodes", ""),
     ("list", "", "pods", ""),
     ("create", "", "pods", "eviction"),
-    ("create", "", "events", ""),
-)
-RBAC_REQUEUE = (
     ("get", "batch", "jobs", ""),
+    ("create", "", "events", ""),
+    ("patch", "", "events", ""),
+)
+# Only with requeueing on (LIFECYCLED_REQUEUE_ENABLED); in LIFECYCLED_REQUEUE_NAMESPACES only,
+# when set (the chart's Role in each).
+RBAC_REQUEUE = (
     ("patch", "batch", "jobs", ""),
     ("create", "batch", "jobs", ""),
     ("get", "", "pods", ""),
@@ -333,30 +336,49 @@ async def _imds_check(settings: Settings, metrics: Metrics) -> Check:
 
 
 async def _rbac_checks(settings: Settings, metrics: Metrics) -> list[Check]:
-    wanted: list[tuple[tuple[str, str, str, str], str]] = []
+    # (verb, group, resource, subresource), namespace ("": all), name ("": any)
+    wanted: list[tuple[tuple[str, str, str, str], str, str]] = []
     if settings.platform == "kubernetes":
-        wanted += [(v, "") for v in (*RBAC, *RBAC_REQUEUE)]
+        wanted += [(v, "", "") for v in RBAC]
+        if settings.jobs.requeue_enabled:
+            namespaces = sorted(settings.jobs.requeue_namespaces) or [""]
+            wanted += [(v, ns, "") for ns in namespaces for v in RBAC_REQUEUE]
     if settings.ha.leader_election:
-        wanted += [(v, settings.ha.lease_namespace) for v in RBAC_LEASE]
+        ha = settings.ha
+        # The chart's Role names the Lease for get and update (create cannot be named).
+        wanted += [
+            (v, ha.lease_namespace, "" if v[0] == "create" else ha.lease_name) for v in RBAC_LEASE
+        ]
     try:
         async with KubeClient.open(metrics, settings.calls.timeout_seconds) as kube:
-            return [await _review(kube, *access, namespace=ns) for access, ns in wanted]
+            return [
+                await _review(kube, *access, namespace=ns, name=name) for access, ns, name in wanted
+            ]
     except (LifecycledError, OSError, TimeoutError) as exc:
         fix = "check KUBECONFIG or the in-cluster service account"
         return [_failed("kubernetes", exc, fix)]
 
 
 async def _review(
-    kube: KubeClient, verb: str, group: str, resource: str, subresource: str, *, namespace: str
+    kube: KubeClient,
+    verb: str,
+    group: str,
+    resource: str,
+    subresource: str,
+    *,
+    namespace: str,
+    name: str = "",
 ) -> Check:
     what = f"{resource}/{subresource}" if subresource else resource
     where = f" in {namespace}" if namespace else ""
-    name = f"rbac {verb} {what}{where}"
+    check = f"rbac {verb} {what}{where}"
     allowed = await kube.can(
-        verb, resource, group=group, subresource=subresource, namespace=namespace
+        verb, resource, group=group, subresource=subresource, namespace=namespace, name=name
     )
     if allowed:
-        return Check(name, "ok", "allowed")
+        return Check(check, "ok", "allowed")
     api = f"{group}/" if group else ""
-    fix = f"grant {verb} on {api}{what} in the ClusterRole (the chart's)"
-    return Check(name, "fail", "not allowed (SelfSubjectAccessReview)", fix)
+    role = f"a Role in {namespace}" if namespace else "the ClusterRole"
+    named = f" {name}" if name else ""
+    fix = f"grant {verb} on {api}{what}{named} in {role} (the chart's)"
+    return Check(check, "fail", "not allowed (SelfSubjectAccessReview)", fix)

@@ -44,6 +44,7 @@ async def test_everything_in_place_is_all_ok(aws_env: AwsStack, kube: KubeApiSer
     assert {f"eventbridge rule {r.pattern['detail-type'][0]}" for r in EVENT_RULES} <= names
     assert f"terminate hook {cluster}" in names
     assert {"rbac create pods/eviction", "rbac patch nodes", "rbac delete pods"} <= names
+    assert {"rbac get jobs", "rbac create events", "rbac patch events"} <= names
 
 
 async def test_a_queue_without_redrive_policy_fails(aws_env: AwsStack, kube: KubeApiServer) -> None:
@@ -83,6 +84,67 @@ async def test_leases_are_checked_with_leader_election(
         _settings(queue, cluster, leader_election=True, lease_namespace="kube-system")
     )
     assert _by_status(checks, "fail") == ["rbac update leases in kube-system"]
+
+
+async def test_the_lease_is_asked_for_by_name(aws_env: AwsStack, kube: KubeApiServer) -> None:
+    # The chart's Role grants get and update on its one Lease (resourceNames): a review that
+    # names no Lease would be refused, and check would fail on a correct Role.
+    queue, cluster = _world(aws_env)
+    group = "coordination.k8s.io"
+    for verb in ("get", "update"):
+        kube.only_named(verb, "leases", {"lifecycled-lease"}, group=group)
+    ha = {"leader_election": True, "lease_namespace": "kube-system"}
+    settings = _settings(queue, cluster, lease_name="lifecycled-lease", **ha)
+    checks = await run_checks(settings)
+    assert _by_status(checks, "fail") == []
+    assert {"rbac get leases in kube-system", "rbac update leases in kube-system"} <= {
+        c.name for c in checks
+    }
+    checks = await run_checks(_settings(queue, cluster, lease_name="another", **ha))
+    assert _by_status(checks, "fail") == [
+        "rbac get leases in kube-system",
+        "rbac update leases in kube-system",
+    ]
+
+
+REQUEUE_ONLY = [("create", "pods"), ("delete", "pods"), ("patch", "pods"), ("get", "pods")]
+
+
+async def test_requeueing_off_needs_no_requeue_verbs(
+    aws_env: AwsStack, kube: KubeApiServer
+) -> None:
+    # The chart's jobs.requeue.enabled=false ClusterRole: no pod create/delete, no job create.
+    queue, cluster = _world(aws_env)
+    for verb, resource in REQUEUE_ONLY:
+        kube.deny(verb, resource)
+    kube.deny("create", "jobs", group="batch")
+    kube.deny("patch", "jobs", group="batch")
+    checks = await run_checks(_settings(queue, cluster, requeue_enabled=False))
+    assert _by_status(checks, "fail") == []
+    assert not {"rbac create pods", "rbac delete pods", "rbac create jobs"} & {
+        c.name for c in checks
+    }
+    checks = await run_checks(_settings(queue, cluster))  # requeueing on: they are needed
+    assert {"rbac create pods", "rbac delete pods", "rbac create jobs"} <= set(
+        _by_status(checks, "fail")
+    )
+
+
+async def test_requeue_namespaces_are_checked_in_each(
+    aws_env: AwsStack, kube: KubeApiServer
+) -> None:
+    # jobs.requeue.namespaces: the requeue verbs come from a Role in each namespace.
+    queue, cluster = _world(aws_env)
+    settings = _settings(queue, cluster, requeue_namespaces="batch,etl")
+    checks = await run_checks(settings)
+    assert _by_status(checks, "fail") == []
+    names = {c.name for c in checks}
+    assert {"rbac create pods in batch", "rbac create jobs in etl"} <= names
+    assert "rbac create pods" not in names
+    kube.deny("create", "jobs", group="batch", namespace="etl")
+    checks = await run_checks(settings)
+    assert _by_status(checks, "fail") == ["rbac create jobs in etl"]
+    assert "in a Role in etl" in next(c.fix for c in checks if c.status == "fail")
 
 
 async def test_a_group_without_terminate_hook_fails(aws_env: AwsStack, kube: KubeApiServer) -> None:
