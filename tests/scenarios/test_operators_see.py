@@ -43,7 +43,7 @@ async def start_receiver(mode: str) -> AsyncIterator[Receiver]:
 
     app = web.Application()
     app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)  # not 60 s for "hang"
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
