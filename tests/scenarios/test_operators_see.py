@@ -1,5 +1,6 @@
 """What operators see of a drain: the Node's Events in order, the pods' Events, one webhook
-document per outcome, `lifecycled_drain_info` while open; a bad receiver delays nothing."""
+document per outcome, `lifecycled_drain_info` while open; a missed deadline names the pods
+left; a bad receiver delays nothing."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from kubernetes_asyncio import client
 
+from devstack.cluster import budget
 from lifecycled import report
-from tests.scenarios.conftest import Stack, eventually, metric
+from lifecycled.app import running
+from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
+from tests.scenarios.test_load_balancers import lb_settings, target_groups
 
 FIELDS = {
     "event", "cluster", "node", "instance", "kind", "deadline", "pods_evicted", "pods_left",
@@ -174,3 +179,56 @@ async def test_a_bad_receiver_never_delays_a_drain(stack: Stack, service_for, mo
         assert bad.calls >= 1  # it was tried while the drain went on
     # The same work on a node of the same shape: within the noise of one poll or two.
     assert took < baseline + 2.0, (baseline, took)
+
+
+async def test_a_missed_deadline_names_the_pods_left_on_the_node_and_to_the_webhook(
+    stack: Stack, receiver: Receiver
+) -> None:
+    # The rest of the node's story, as `make demo` shows it: load balancers left, budget
+    # refusals (one aggregated Event), and here a budget that never allows the eviction, so
+    # the deadline passes with the API pods still on the node.
+    await client.PolicyV1Api(stack.api).create_namespaced_pod_disruption_budget(
+        "shop", budget("api-frozen", "shop", "api", 0)
+    )
+    groups = target_groups(stack, delay=1)
+    machine = stack.machines[0]
+    node = stack.node_of[machine.instance_id]
+    settings = lb_settings(stack, groups, notify_webhook_url=receiver.url)
+    async with running(settings) as service:
+        soon = datetime.now(UTC) - timedelta(seconds=settings.drain.spot_notice_seconds - 10)
+        stack.aws.send_spot_interruption(machine.instance_id, time=soon)
+
+        async def missed() -> bool:
+            return {"drain_started", "deadline_missed"} <= {d["event"] for d in receiver.documents}
+
+        await eventually(missed, within=30)
+        assert metric(service, "lifecycled_deadlines_missed_total", kind="spot_interruption") == 1
+        events = await node_events(stack, node)
+        reasons = [e.reason for e in events]
+        wanted = [
+            report.NOTICE_RECEIVED,
+            report.CORDONED,
+            report.DRAIN_STARTED,
+            report.LB_LEFT,
+            report.EVICTION_BLOCKED,
+            report.DEADLINE_MISSED,
+        ]
+        assert in_order(reasons, wanted), reasons
+        assert reasons.count(report.EVICTION_BLOCKED) == 1  # aggregated, however many refusals
+        assert report.DRAINED not in reasons
+        left = [p.metadata for p in await pods_on(stack.api, node) if owner_kind(p) != "DaemonSet"]
+        api_left = sorted(f"{m.namespace}/{m.name}" for m in left if m.name.startswith("api-"))
+        assert api_left
+        (missed_event,) = [e for e in events if e.reason == report.DEADLINE_MISSED]
+        assert missed_event.type == "Warning"
+        assert all(name.split("/")[1] in missed_event.message for name in api_left[:3])
+
+        events_sent = [d["event"] for d in receiver.documents]
+        assert events_sent.count("deadline_missed") == 1 and events_sent.count("drained") == 0
+        document = next(d for d in receiver.documents if d["event"] == "deadline_missed")
+        assert set(document) == FIELDS
+        assert document["node"] == node and document["instance"] == machine.instance_id
+        assert document["kind"] == "spot_interruption" and document["deadline"]
+        assert set(api_left) <= {p if "/" in p else f"shop/{p}" for p in document["pods_left"]}, (
+            document["pods_left"]
+        )
