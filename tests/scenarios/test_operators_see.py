@@ -19,6 +19,7 @@ from devstack.cluster import budget
 from lifecycled import report
 from lifecycled.app import running
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
+from tests.scenarios.test_jobs import instance_on, job_manifest, start_job
 from tests.scenarios.test_load_balancers import lb_settings, target_groups
 
 FIELDS = {
@@ -232,3 +233,53 @@ async def test_a_missed_deadline_names_the_pods_left_on_the_node_and_to_the_webh
         assert set(api_left) <= {p if "/" in p else f"shop/{p}" for p in document["pods_left"]}, (
             document["pods_left"]
         )
+
+
+async def test_a_forced_termination_and_a_given_back_node_are_told(
+    stack: Stack, service_for, receiver: Receiver
+) -> None:
+    # A scale-in waits for this job, so the drain is still open when EC2 takes the machine.
+    _, node = await start_job(stack, job_manifest("longrun", idempotent=False, run_seconds=None))
+    instance = instance_on(stack, node)
+    back = next(m for m in stack.machines if stack.node_of[m.instance_id] != node)
+    back_node = stack.node_of[back.instance_id]
+    async with service_for(
+        notify_webhook_url=receiver.url,
+        rebalance_action="cordon",
+        rebalance_uncordon_after_seconds=1.5,
+    ):
+        stack.aws.scale_in(stack.group, instance)
+        stack.aws.send_rebalance_recommendation(back.instance_id)
+
+        async def waiting() -> bool:  # the pod's own Event: waited for, with the deadline
+            items = (await client.CoreV1Api(stack.api).list_namespaced_event("batch")).items
+            return any(
+                e.reason == report.WAITING and e.involved_object.name.startswith("longrun")
+                for e in items
+            )
+
+        await eventually(waiting, within=15)
+        stack.aws.force_terminate(instance)
+
+        async def forced() -> bool:
+            return "forced_termination" in {d["event"] for d in receiver.documents}
+
+        await eventually(forced, within=15)
+        events = await node_events(stack, node)
+        reasons = [e.reason for e in events]
+        assert in_order(reasons, [report.NOTICE_RECEIVED, report.CORDONED, report.FORCED])
+        (event,) = [e for e in events if e.reason == report.FORCED]
+        assert event.type == "Warning" and "longrun" in event.message
+        document = next(d for d in receiver.documents if d["event"] == "forced_termination")
+        assert set(document) == FIELDS and document["instance"] == instance
+        assert any("longrun" in p for p in document["pods_left"]), document["pods_left"]
+
+        # The rebalance cordon is given back when the recommendation is not followed up.
+        async def given_back() -> bool:
+            reasons = [e.reason for e in await node_events(stack, back_node)]
+            return report.GIVEN_BACK in reasons
+
+        await eventually(given_back, within=15)
+        reasons = [e.reason for e in await node_events(stack, back_node)]
+        assert in_order(reasons, [report.NOTICE_RECEIVED, report.CORDONED, report.GIVEN_BACK])
+        assert report.DRAIN_STARTED not in reasons
