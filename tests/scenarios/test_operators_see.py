@@ -194,7 +194,9 @@ async def test_a_missed_deadline_names_the_pods_left_on_the_node_and_to_the_webh
     groups = target_groups(stack, delay=1)
     machine = stack.machines[0]
     node = stack.node_of[machine.instance_id]
-    settings = lb_settings(stack, groups, notify_webhook_url=receiver.url)
+    # A small Event budget: the refusals (aggregated, many writes) must not use up the one
+    # of the DeadlineMissed that follows (the budget is per node and reason).
+    settings = lb_settings(stack, groups, notify_webhook_url=receiver.url, kube_events_burst=5)
     async with running(settings) as service:
         soon = datetime.now(UTC) - timedelta(seconds=settings.drain.spot_notice_seconds - 10)
         stack.aws.send_spot_interruption(machine.instance_id, time=soon)
