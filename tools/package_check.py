@@ -36,6 +36,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "lifecycled"
+DASHBOARD = CHART / "dashboards" / "lifecycled.json"
 BIN = Path(sys.executable).parent
 # The version the brief targets, and the oldest the chart admits (Chart.yaml kubeVersion).
 KUBERNETES_VERSIONS = ("1.32.0", "1.25.0")
@@ -453,6 +454,41 @@ def check_monitoring(values: Doc, docs: list[Doc]) -> None:
         expect(headline in disabled or any(a["alert"] == headline for a in alerts), headline)
 
 
+def check_dashboard(values: Doc, docs: list[Doc]) -> None:
+    """The Grafana dashboard ConfigMap: Grafana's sidecar label, the file as it is, and every
+    expression parsing and naming only metrics (and labels) lifecycled exports."""
+    import json
+
+    import promql_parser
+
+    wanted = values["metrics"]["grafanaDashboard"]
+    maps = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})
+    ]
+    expect(len(maps) == (1 if wanted["enabled"] else 0), "dashboard ConfigMap")
+    known = metric_names()
+    for cm in maps:
+        label = cm["metadata"]["labels"]["grafana_dashboard"]
+        expect(label == str(wanted["labelValue"]), f"grafana_dashboard label {label!r}")
+        (text,) = cm["data"].values()
+        dashboard = json.loads(text)
+        expect(dashboard == json.loads(DASHBOARD.read_text()), "the ConfigMap is not the file")
+        targets = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+        expect(targets, "a dashboard without queries")
+        for title, text in targets:
+            where = f"dashboard panel {title!r}"
+            try:
+                expr = promql_parser.parse(text.replace("$job", "x"))
+            except ValueError as exc:
+                raise CheckFailed(f"{where}: PromQL does not parse: {exc}") from exc
+            check_selectors(where, expr, known)
+        for variable in dashboard.get("templating", {}).get("list", []):
+            for name in re.findall(r"label_values\((\w+)", str(variable.get("query", ""))):
+                expect(name in known, f"dashboard variable {variable['name']}: no metric {name}")
+
+
 def runbook_anchors() -> set[str]:
     """docs/runbooks.md's section anchors, as GitHub spells them."""
     text = (ROOT / "docs" / "runbooks.md").read_text()
@@ -531,7 +567,7 @@ def helm_lint(_: argparse.Namespace) -> None:
         run(tool("helm"), "lint", "--strict", str(CHART), "-f", str(values), "--quiet")
 
 
-@step("helm template | kubernetes-validate --strict (1.32, 1.25), and the chart vs the code")
+@step("helm template | kubernetes-validate --strict (1.32, 1.25); RBAC, alerts, dashboard vs code")
 def helm_template(args: argparse.Namespace) -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     expect(defaults["daemonset"]["hostNetwork"] is False, "hostNetwork must stay opt-in")
@@ -559,6 +595,7 @@ def helm_template(args: argparse.Namespace) -> None:
                 check_workload(values, docs)
                 check_rbac(values, docs)
                 check_monitoring(values, docs)
+                check_dashboard(values, docs)
             except CheckFailed as exc:
                 raise CheckFailed(f"{path.name}: {exc}") from exc
         for version in KUBERNETES_VERSIONS:
