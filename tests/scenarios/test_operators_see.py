@@ -5,6 +5,7 @@ left; a bad receiver delays nothing."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -285,3 +286,36 @@ async def test_a_forced_termination_and_a_given_back_node_are_told(
         reasons = [e.reason for e in await node_events(stack, back_node)]
         assert in_order(reasons, [report.NOTICE_RECEIVED, report.CORDONED, report.GIVEN_BACK])
         assert report.DRAIN_STARTED not in reasons
+
+
+async def test_the_sns_sink_publishes_each_outcome_document(stack: Stack, service_for) -> None:
+    sns, sqs = stack.aws.boto3_client("sns"), stack.aws.boto3_client("sqs")
+    topic = sns.create_topic(Name=f"{stack.group}-drains")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"{stack.group}-drains-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=inbox_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    machine = stack.machines[0]
+    received: list[dict[str, Any]] = []
+    async with service_for(notify_sns_topic_arn=topic) as service:
+        stack.aws.send_spot_interruption(machine.instance_id)
+
+        async def published() -> bool:
+            reply = await asyncio.to_thread(
+                sqs.receive_message, QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            received.extend(json.loads(m["Body"]) for m in reply.get("Messages", []))
+            return "drained" in {d["event"] for d in received}
+
+        await eventually(published, within=30, every=0.2)
+        assert metric(service, "lifecycled_notifications_total", sink="sns", outcome="sent") >= 2
+    drained = next(d for d in received if d["event"] == "drained")
+    assert set(drained) == FIELDS
+    assert drained["instance"] == machine.instance_id
+    assert drained["node"] == stack.node_of[machine.instance_id]
