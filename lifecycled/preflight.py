@@ -116,7 +116,8 @@ async def _aws_checks(settings: Settings, metrics: Metrics) -> list[Check]:
     if not region_known(settings):
         fix = "set AWS_REGION (or LIFECYCLED_REGION)"
         return [Check("aws region", "fail", "no AWS region is configured", fix)]
-    services = ("sts", "sqs", "events", "autoscaling", "ec2")
+    services: tuple[str, ...] = ("sts", "sqs", "events", "autoscaling", "ec2")
+    services += ("ecs",) if settings.platform == "ecs" else ()
     checks: list[Check] = []
     try:
         async with AwsClients.open(settings, metrics, services) as aws:
@@ -137,6 +138,12 @@ async def _aws_checks(settings: Settings, metrics: Metrics) -> list[Check]:
                 "grant autoscaling:DescribeAutoScalingGroups",
                 lambda: _groups(aws, settings),
             )
+            if settings.platform == "ecs":
+                checks += await _guard(
+                    "ecs clusters",
+                    "grant ecs:ListClusters and ecs:ListContainerInstances",
+                    lambda: _ecs(aws, settings),
+                )
     except LifecycledError as exc:
         checks.append(_failed("aws", exc, _CREDENTIALS_FIX))
     return checks
@@ -153,6 +160,26 @@ async def _identity(aws: AwsClients) -> list[Check]:
 async def _ec2(aws: AwsClients) -> list[Check]:
     await aws.ec2.can_describe()
     return [Check("iam ec2:DescribeInstances", "ok", "allowed")]
+
+
+async def _ecs(aws: AwsClients, settings: Settings) -> list[Check]:
+    """The clusters ECS mode looks in (LIFECYCLED_ECS_CLUSTERS, else every one) can be read."""
+    clusters = sorted(settings.ecs.clusters) or await aws.ecs.list_clusters()
+    if not clusters:
+        fix = "create the cluster, or check the region and LIFECYCLED_ECS_CLUSTERS"
+        return [Check("ecs clusters", "warn", "no ECS cluster in this region", fix)]
+    checks = []
+    for cluster in clusters:
+        name = f"ecs cluster {cluster.rsplit('/', 1)[-1]}"
+        fix = "check LIFECYCLED_ECS_CLUSTERS and grant ecs:ListContainerInstances"
+        try:
+            found = await aws.ecs.list_container_instances(cluster)
+        except LifecycledError as exc:
+            checks.append(_failed(name, exc, fix))
+            continue
+        detail = f"{len(found)} container instance(s) (ecs:ListContainerInstances allowed)"
+        checks.append(Check(name, "ok", detail))
+    return checks
 
 
 async def _queue(aws: AwsClients, settings: Settings) -> list[Check]:

@@ -12,6 +12,8 @@ import pytest
 from devstack.aws import AwsStack
 from devstack.kube import KubeApiServer
 from lifecycled import cli
+from lifecycled.clients.aws.ecs import EcsClient
+from lifecycled.errors import PermanentError
 from lifecycled.preflight import Check, run_checks
 from lifecycled.rules import EVENT_RULES
 from lifecycled.settings import Settings
@@ -165,12 +167,15 @@ def test_the_command_prints_json_and_exits_non_zero_on_a_failure(
     aws_env: AwsStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ok, cluster = _world(aws_env)
+    aws_env.create_ecs_cluster(cluster, [])
     argv = [
         "check",
         "--output",
         "json",
         "--platform",
         "ecs",
+        "--ecs-clusters",
+        cluster,
         "--owner-tag",
         f"kubernetes.io/cluster/{cluster}",
     ]
@@ -184,6 +189,27 @@ def test_the_command_prints_json_and_exits_non_zero_on_a_failure(
     assert [c["name"] for c in report["checks"] if c["status"] == "fail"] == [
         "queue redrive policy"
     ]
+
+
+async def test_ecs_mode_reads_its_clusters(
+    aws_env: AwsStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue, cluster = _world(aws_env)
+    aws_env.create_ecs_cluster(cluster, [])
+    # AWS answers ClusterNotFoundException for a cluster that is not there; moto answers [].
+    listed = EcsClient.list_container_instances
+
+    async def list_container_instances(self: EcsClient, name: str) -> list[str]:
+        if name.startswith("gone-"):
+            raise PermanentError(f"ecs ListContainerInstances: ClusterNotFoundException: {name}")
+        return await listed(self, name)
+
+    monkeypatch.setattr(EcsClient, "list_container_instances", list_container_instances)
+    settings = _settings(queue, cluster, platform="ecs", ecs_clusters=f"{cluster},gone-{cluster}")
+    checks = await run_checks(settings)
+    assert f"ecs cluster {cluster}" in _by_status(checks, "ok")
+    assert _by_status(checks, "fail") == [f"ecs cluster gone-{cluster}"]
+    assert not any(c.name.startswith("rbac") for c in checks)  # no Kubernetes in ECS mode
 
 
 def test_text_output_is_one_line_per_check(
