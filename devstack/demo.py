@@ -208,16 +208,11 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
             return closed >= expected and aws.lifecycle_state(scaled.id) is None
 
         values = await service.wait_for(done, TIMEOUT)
+        # The Events are written off the drains' path: give the last ones a moment.
+        node = scaled.private_dns_name
+        reasons = await node_reasons(configuration, node, until=STORY[-1], within=10.0)
     code = service.code
     timeline.print()
-    async with client.ApiClient(configuration) as api:
-        events = (await client.CoreV1Api(api).list_namespaced_event("default")).items
-    node = scaled.private_dns_name
-    reasons = [
-        e.reason
-        for e in sorted(events, key=lambda e: e.metadata.name)
-        if e.involved_object.kind == "Node" and e.involved_object.name == node
-    ]
     say(f"\n== Kubernetes Events on {node}: {', '.join(reasons) or 'none'}")
     picture = workdir / "timeline.svg"
     picture.write_text(timeline.svg())
@@ -250,7 +245,42 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         failures.append("the lifecycle hook was not completed")
     if code != 0:
         failures.append(f"lifecycled exited with {code}")
+    it = iter(reasons)
+    if not all(r in it for r in STORY):
+        failures.append(f"the Events on {node} do not tell {', '.join(STORY)} in order")
     return verdict(failures)
+
+
+# The scaled-in node's story (docs/events.md); an EvictionBlockedByBudget may come between.
+STORY = (
+    "InterruptionNoticeReceived",
+    "Cordoned",
+    "LifecycleHookHeld",
+    "DrainStarted",
+    "LoadBalancersLeft",
+    "Drained",
+    "LifecycleHookCompleted",
+)
+
+
+async def node_reasons(
+    configuration: client.Configuration, node: str, *, until: str, within: float
+) -> list[str]:
+    """The Node's Event reasons in the order written, once `until` is among them (or time is
+    up)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    async with client.ApiClient(configuration) as api:
+        while True:
+            events = (await client.CoreV1Api(api).list_namespaced_event("default")).items
+            reasons = [
+                e.reason
+                for e in sorted(events, key=lambda e: e.metadata.name)
+                if e.involved_object.kind == "Node" and e.involved_object.name == node
+            ]
+            if until in reasons or loop.time() > end:
+                return reasons
+            await asyncio.sleep(0.2)
 
 
 def main() -> int:

@@ -121,8 +121,8 @@ class Drain:
                 instance=self.record.instance_id,
                 kind=self.record.kind,
                 deadline=self.record.deadline.isoformat(),
-                pods_left=self.progress.left[:50],
-                pods_left_count=len(self.progress.left),
+                pods_left=(self.progress.left or [])[:50],
+                pods_left_count=len(self.progress.left or []),
             ),
         )
         return Outcome.DEADLINE_MISSED

@@ -2,7 +2,11 @@
 
 `post` only puts the event on a bounded queue and returns; workers write it later. A storm
 cannot flood etcd:
-- per object, a token bucket (`burst` events, one more each `refill_seconds`) drops the rest;
+- per object and reason, a token bucket (`burst` writes, one more each `refill_seconds`)
+  drops the rest: a reason repeated without end (eviction refusals) never uses up the budget
+  of the others (a missed deadline, a forced termination); kubernetes/kubernetes#124747 put
+  the reason in client-go's spam key for the same cause. Reasons are a closed set
+  (lifecycled/report.py), so the writes per object stay bounded;
 - the same reason on the same object within `aggregate_seconds` PATCHes the Event already
   written (`count` + 1, `lastTimestamp`, the newest message) instead of creating another.
 Each object's events go through one worker, so they are written in the order they were posted.
@@ -39,8 +43,8 @@ MEMORY_CAP = 10_000  # objects remembered for buckets and aggregation
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """client-go's defaults: a burst of 25 per object, one more every 5 minutes; the same
-    reason folded into one Event for 10 minutes."""
+    """client-go's defaults: a burst of 25 per object and reason, one more every 5 minutes;
+    the same reason folded into one Event for 10 minutes."""
 
     queue_size: int = 1000
     workers: int = 4
@@ -119,7 +123,7 @@ class EventRecorder:
         self._queues: list[asyncio.Queue[_Pending]] = [
             asyncio.Queue(self._limits.queue_size) for _ in range(max(1, self._limits.workers))
         ]
-        self._buckets: dict[tuple[str, str, str], _Bucket] = {}
+        self._buckets: dict[tuple[str, str, str, str], _Bucket] = {}
         self._written: dict[tuple[str, str, str, str], _Written] = {}
         self._serial = 0
         self.running_workers = 0
@@ -194,11 +198,10 @@ class EventRecorder:
             self.running_workers -= 1
 
     async def _write(self, item: _Pending) -> None:
-        obj = self._object(item.involved)
-        if not self._take_token(obj):
+        key = (*self._object(item.involved), item.reason)
+        if not self._take_token(key):
             self._count("dropped_rate_limited")
             return
-        key = (*obj, item.reason)
         now = self._clock()
         seen = self._written.get(key)
         fresh = seen is not None and now - seen.since < self._limits.aggregate_seconds
@@ -256,13 +259,13 @@ class EventRecorder:
     def _object(ref: JsonDict) -> tuple[str, str, str]:
         return (str(ref["kind"]), str(ref["namespace"]), str(ref["name"]))
 
-    def _take_token(self, obj: tuple[str, str, str]) -> bool:
+    def _take_token(self, key: tuple[str, str, str, str]) -> bool:
         limits, now = self._limits, self._clock()
-        bucket = self._buckets.get(obj)
+        bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MEMORY_CAP:
                 self._buckets.pop(next(iter(self._buckets)))
-            bucket = self._buckets[obj] = _Bucket(float(limits.burst), now)
+            bucket = self._buckets[key] = _Bucket(float(limits.burst), now)
         refill = (now - bucket.at) / limits.refill_seconds if limits.refill_seconds else 0.0
         bucket.tokens = min(float(limits.burst), bucket.tokens + refill)
         bucket.at = now

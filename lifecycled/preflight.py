@@ -35,10 +35,13 @@ RBAC = (
     ("patch", "", "nodes", ""),
     ("list", "", "pods", ""),
     ("create", "", "pods", "eviction"),
-    ("create", "", "events", ""),
-)
-RBAC_REQUEUE = (
     ("get", "batch", "jobs", ""),
+    ("create", "", "events", ""),
+    ("patch", "", "events", ""),
+)
+# Only with requeueing on (LIFECYCLED_REQUEUE_ENABLED); in LIFECYCLED_REQUEUE_NAMESPACES only,
+# when set (the chart's Role in each).
+RBAC_REQUEUE = (
     ("patch", "batch", "jobs", ""),
     ("create", "batch", "jobs", ""),
     ("get", "", "pods", ""),
@@ -113,7 +116,8 @@ async def _aws_checks(settings: Settings, metrics: Metrics) -> list[Check]:
     if not region_known(settings):
         fix = "set AWS_REGION (or LIFECYCLED_REGION)"
         return [Check("aws region", "fail", "no AWS region is configured", fix)]
-    services = ("sts", "sqs", "events", "autoscaling", "ec2")
+    services: tuple[str, ...] = ("sts", "sqs", "events", "autoscaling", "ec2")
+    services += ("ecs",) if settings.platform == "ecs" else ()
     checks: list[Check] = []
     try:
         async with AwsClients.open(settings, metrics, services) as aws:
@@ -134,6 +138,12 @@ async def _aws_checks(settings: Settings, metrics: Metrics) -> list[Check]:
                 "grant autoscaling:DescribeAutoScalingGroups",
                 lambda: _groups(aws, settings),
             )
+            if settings.platform == "ecs":
+                checks += await _guard(
+                    "ecs clusters",
+                    "grant ecs:ListClusters and ecs:ListContainerInstances",
+                    lambda: _ecs(aws, settings),
+                )
     except LifecycledError as exc:
         checks.append(_failed("aws", exc, _CREDENTIALS_FIX))
     return checks
@@ -150,6 +160,26 @@ async def _identity(aws: AwsClients) -> list[Check]:
 async def _ec2(aws: AwsClients) -> list[Check]:
     await aws.ec2.can_describe()
     return [Check("iam ec2:DescribeInstances", "ok", "allowed")]
+
+
+async def _ecs(aws: AwsClients, settings: Settings) -> list[Check]:
+    """The clusters ECS mode looks in (LIFECYCLED_ECS_CLUSTERS, else every one) can be read."""
+    clusters = sorted(settings.ecs.clusters) or await aws.ecs.list_clusters()
+    if not clusters:
+        fix = "create the cluster, or check the region and LIFECYCLED_ECS_CLUSTERS"
+        return [Check("ecs clusters", "warn", "no ECS cluster in this region", fix)]
+    checks = []
+    for cluster in clusters:
+        name = f"ecs cluster {cluster.rsplit('/', 1)[-1]}"
+        fix = "check LIFECYCLED_ECS_CLUSTERS and grant ecs:ListContainerInstances"
+        try:
+            found = await aws.ecs.list_container_instances(cluster)
+        except LifecycledError as exc:
+            checks.append(_failed(name, exc, fix))
+            continue
+        detail = f"{len(found)} container instance(s) (ecs:ListContainerInstances allowed)"
+        checks.append(Check(name, "ok", detail))
+    return checks
 
 
 async def _queue(aws: AwsClients, settings: Settings) -> list[Check]:
@@ -333,30 +363,49 @@ async def _imds_check(settings: Settings, metrics: Metrics) -> Check:
 
 
 async def _rbac_checks(settings: Settings, metrics: Metrics) -> list[Check]:
-    wanted: list[tuple[tuple[str, str, str, str], str]] = []
+    # (verb, group, resource, subresource), namespace ("": all), name ("": any)
+    wanted: list[tuple[tuple[str, str, str, str], str, str]] = []
     if settings.platform == "kubernetes":
-        wanted += [(v, "") for v in (*RBAC, *RBAC_REQUEUE)]
+        wanted += [(v, "", "") for v in RBAC]
+        if settings.jobs.requeue_enabled:
+            namespaces = sorted(settings.jobs.requeue_namespaces) or [""]
+            wanted += [(v, ns, "") for ns in namespaces for v in RBAC_REQUEUE]
     if settings.ha.leader_election:
-        wanted += [(v, settings.ha.lease_namespace) for v in RBAC_LEASE]
+        ha = settings.ha
+        # The chart's Role names the Lease for get and update (create cannot be named).
+        wanted += [
+            (v, ha.lease_namespace, "" if v[0] == "create" else ha.lease_name) for v in RBAC_LEASE
+        ]
     try:
         async with KubeClient.open(metrics, settings.calls.timeout_seconds) as kube:
-            return [await _review(kube, *access, namespace=ns) for access, ns in wanted]
+            return [
+                await _review(kube, *access, namespace=ns, name=name) for access, ns, name in wanted
+            ]
     except (LifecycledError, OSError, TimeoutError) as exc:
         fix = "check KUBECONFIG or the in-cluster service account"
         return [_failed("kubernetes", exc, fix)]
 
 
 async def _review(
-    kube: KubeClient, verb: str, group: str, resource: str, subresource: str, *, namespace: str
+    kube: KubeClient,
+    verb: str,
+    group: str,
+    resource: str,
+    subresource: str,
+    *,
+    namespace: str,
+    name: str = "",
 ) -> Check:
     what = f"{resource}/{subresource}" if subresource else resource
     where = f" in {namespace}" if namespace else ""
-    name = f"rbac {verb} {what}{where}"
+    check = f"rbac {verb} {what}{where}"
     allowed = await kube.can(
-        verb, resource, group=group, subresource=subresource, namespace=namespace
+        verb, resource, group=group, subresource=subresource, namespace=namespace, name=name
     )
     if allowed:
-        return Check(name, "ok", "allowed")
+        return Check(check, "ok", "allowed")
     api = f"{group}/" if group else ""
-    fix = f"grant {verb} on {api}{what} in the ClusterRole (the chart's)"
-    return Check(name, "fail", "not allowed (SelfSubjectAccessReview)", fix)
+    role = f"a Role in {namespace}" if namespace else "the ClusterRole"
+    named = f" {name}" if name else ""
+    fix = f"grant {verb} on {api}{what}{named} in {role} (the chart's)"
+    return Check(check, "fail", "not allowed (SelfSubjectAccessReview)", fix)

@@ -5,7 +5,7 @@ the events and notifications are queued (kube_events.py, notify.py)."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lifecycled.kube_events import EventRecorder
 from lifecycled.notify import Notification, Notifier
@@ -40,7 +40,7 @@ class Progress:
     """What the platform saw of the work (filled by the platform, read when the drain ends)."""
 
     evicted: int = 0
-    left: list[str] = field(default_factory=list)
+    left: list[str] | None = None  # None: not listed yet (an Event must not say "no pods")
 
 
 class Reporter:
@@ -169,7 +169,7 @@ class Reporter:
                 deadline=record.deadline.isoformat(),
                 cluster=self._cluster,
                 pods_evicted=progress.evicted,
-                pods_left=tuple(progress.left),
+                pods_left=tuple(progress.left or ()),
                 asg=record.hook.group if record.hook else None,
                 hook=record.hook.name if record.hook else None,
                 outcome=str(outcome) if outcome else None,
@@ -177,7 +177,9 @@ class Reporter:
         )
 
 
-def _pods(left: list[str]) -> str:
+def _pods(left: list[str] | None) -> str:
+    if left is None:
+        return "its pods (not listed yet)"
     if not left:
         return "no pods"
     named = ", ".join(left[:LEFT_IN_MESSAGE])

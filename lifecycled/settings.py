@@ -407,14 +407,14 @@ class Notify(Group):
         default=25,
         ge=1,
         validation_alias="kube_events_burst",
-        description="Events written per object at most at once; one more each "
-        "kube_events_refill_seconds after that.",
+        description="Writes (new Events or count updates) per object and reason at most at "
+        "once; one more each kube_events_refill_seconds after that.",
     )
     kube_events_refill_seconds: float = Field(
         default=300.0,
         gt=0,
         validation_alias="kube_events_refill_seconds",
-        description="How often an object earns one more Event past its burst.",
+        description="How often an object and reason earn one more write past the burst.",
     )
     _csv = field_validator("events", mode="before")(_split_csv)
     _tags = field_validator("webhook_headers", mode="before")(_split_tags)

@@ -36,6 +36,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "lifecycled"
+DASHBOARD = CHART / "dashboards" / "lifecycled.json"
 BIN = Path(sys.executable).parent
 # The version the brief targets, and the oldest the chart admits (Chart.yaml kubeVersion).
 KUBERNETES_VERSIONS = ("1.32.0", "1.25.0")
@@ -113,16 +114,28 @@ def api_permission(group: str, method: str) -> tuple[str, str, str]:
     return group, f"{plural}/{sub}" if sub else plural, VERBS[verb]
 
 
+# Allowed to every authenticated account (the default ClusterRole system:basic-user): not
+# in the chart's ClusterRole. `lifecycled check` asks with it (KubeClient.can).
+EVERYONE = {"create_self_subject_access_review"}
+
+
+def request_permission(node: ast.AST) -> tuple[str, str, str] | None:
+    """The permission one `self._request("op", self._core.read_node, ...)` call needs; None
+    for a call that is not one, or that every account may make (EVERYONE)."""
+    if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request"):
+        return None
+    target = node.args[1]
+    assert isinstance(target, ast.Attribute), ast.unparse(node)
+    if target.attr in EVERYONE:
+        return None
+    assert isinstance(target.value, ast.Attribute), ast.unparse(node)
+    return api_permission(GROUPS[target.value.attr], target.attr)
+
+
 def kube_permissions() -> set[tuple[str, str, str]]:
     """Every (group, resource, verb) behind KubeClient's calls in lifecycled/clients/kube.py."""
     tree = ast.parse((ROOT / "lifecycled" / "clients" / "kube.py").read_text())
-    found = set()
-    for node in ast.walk(tree):
-        # self._request("op", self._core.read_node, ...)
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
-            target = node.args[1]
-            assert isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute)
-            found.add(api_permission(GROUPS[target.value.attr], target.attr))
+    found = {p for node in ast.walk(tree) if (p := request_permission(node))}
     expect(found, "found no Kubernetes calls in clients/kube.py")
     return found
 
@@ -134,11 +147,7 @@ def kube_client_methods() -> dict[str, set[tuple[str, str, str]]]:
     for fn in ast.walk(tree):
         if isinstance(fn, ast.AsyncFunctionDef | ast.FunctionDef):
             for node in ast.walk(fn):
-                if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "_request":
-                    target = node.args[1]
-                    assert isinstance(target, ast.Attribute)
-                    assert isinstance(target.value, ast.Attribute)
-                    perm = api_permission(GROUPS[target.value.attr], target.attr)
+                if perm := request_permission(node):
                     methods.setdefault(fn.name, set()).add(perm)
     return methods
 
@@ -445,6 +454,41 @@ def check_monitoring(values: Doc, docs: list[Doc]) -> None:
         expect(headline in disabled or any(a["alert"] == headline for a in alerts), headline)
 
 
+def check_dashboard(values: Doc, docs: list[Doc]) -> None:
+    """The Grafana dashboard ConfigMap: Grafana's sidecar label, the file as it is, and every
+    expression parsing and naming only metrics (and labels) lifecycled exports."""
+    import json
+
+    import promql_parser
+
+    wanted = values["metrics"]["grafanaDashboard"]
+    maps = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"].get("labels", {})
+    ]
+    expect(len(maps) == (1 if wanted["enabled"] else 0), "dashboard ConfigMap")
+    known = metric_names()
+    for cm in maps:
+        label = cm["metadata"]["labels"]["grafana_dashboard"]
+        expect(label == str(wanted["labelValue"]), f"grafana_dashboard label {label!r}")
+        (text,) = cm["data"].values()
+        dashboard = json.loads(text)
+        expect(dashboard == json.loads(DASHBOARD.read_text()), "the ConfigMap is not the file")
+        targets = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p["targets"]]
+        expect(targets, "a dashboard without queries")
+        for title, text in targets:
+            where = f"dashboard panel {title!r}"
+            try:
+                expr = promql_parser.parse(text.replace("$job", "x"))
+            except ValueError as exc:
+                raise CheckFailed(f"{where}: PromQL does not parse: {exc}") from exc
+            check_selectors(where, expr, known)
+        for variable in dashboard.get("templating", {}).get("list", []):
+            for name in re.findall(r"label_values\((\w+)", str(variable.get("query", ""))):
+                expect(name in known, f"dashboard variable {variable['name']}: no metric {name}")
+
+
 def runbook_anchors() -> set[str]:
     """docs/runbooks.md's section anchors, as GitHub spells them."""
     text = (ROOT / "docs" / "runbooks.md").read_text()
@@ -523,7 +567,7 @@ def helm_lint(_: argparse.Namespace) -> None:
         run(tool("helm"), "lint", "--strict", str(CHART), "-f", str(values), "--quiet")
 
 
-@step("helm template | kubernetes-validate --strict (1.32, 1.25), and the chart vs the code")
+@step("helm template | kubernetes-validate --strict (1.32, 1.25); RBAC, alerts, dashboard vs code")
 def helm_template(args: argparse.Namespace) -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     expect(defaults["daemonset"]["hostNetwork"] is False, "hostNetwork must stay opt-in")
@@ -551,6 +595,7 @@ def helm_template(args: argparse.Namespace) -> None:
                 check_workload(values, docs)
                 check_rbac(values, docs)
                 check_monitoring(values, docs)
+                check_dashboard(values, docs)
             except CheckFailed as exc:
                 raise CheckFailed(f"{path.name}: {exc}") from exc
         for version in KUBERNETES_VERSIONS:
@@ -671,7 +716,8 @@ PLACEHOLDERS = [("${AWS::Partition}", "aws"), ("${AWS::Region}", "REGION"),
                 ("${AutoScalingGroupNamePrefix}", "ASG_NAME_PREFIX"),
                 ("${TargetGroupNamePrefix}", "TARGET_GROUP_PREFIX"),
                 ("${ClassicElbName}", "CLASSIC_ELB_NAME"), ("${EcsClusterName}", "CLUSTER"),
-                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES")]  # fmt: skip
+                ("${JobTaskRolePrefix}", "JOB_TASK_ROLES"),
+                ("${NotifyTopicName}", "NOTIFY_TOPIC")]  # fmt: skip
 
 
 def as_documented(value: Any) -> Any:
@@ -793,6 +839,22 @@ def terraform_module(_: argparse.Namespace) -> None:
         if "Fn::If" in s
     }
     expect(set(optional) == cfn_optional, f"optional statements {sorted(optional)}")
+    filled = str(tf["locals"]["filled"])
+    for doc in ("iam-kubernetes.json", "iam-ecs.json"):
+        for placeholder in sorted(set(re.findall(r"\b[A-Z][A-Z_]{2,}\b", doc_resources(doc)))):
+            expect(f'"{placeholder}"' in filled, f"the module leaves {placeholder} in docs/{doc}")
+
+
+def doc_resources(doc: str) -> str:
+    """The Resource strings of docs/<doc>'s statements, one text."""
+    import json
+
+    statements = json.loads((ROOT / "docs" / doc).read_text())["Statement"]
+    return " ".join(
+        r
+        for s in statements
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    )
 
 
 # What only the tests, the demos and the benchmarks use: the product must never import it.

@@ -8,12 +8,13 @@ locals {
   )
   # Longest placeholder first: NOTICE_QUEUE_DLQ before NOTICE_QUEUE.
   filled = replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
-    replace(local.documented, "arn:aws:", "arn:${data.aws_partition.current.partition}:"),
+    replace(replace(local.documented, "arn:aws:", "arn:${data.aws_partition.current.partition}:"),
     "REGION", data.aws_region.current.name),
     "ACCOUNT", local.account),
     "NOTICE_QUEUE_DLQ", "${var.queue_name}-dlq"),
     "NOTICE_QUEUE", var.queue_name),
     "REQUEUE_QUEUE", var.requeue_queue_name),
+    "NOTIFY_TOPIC", var.notify_topic_name),
     "ASG_NAME_PREFIX", var.autoscaling_group_name_prefix),
     "TARGET_GROUP_PREFIX", var.target_group_name_prefix),
     "CLASSIC_ELB_NAME", var.classic_elb_name),
@@ -24,6 +25,7 @@ locals {
     HandOffRequeuedJobsOnlyWithLifecycledRequeueQueueUrl    = var.requeue_queue_name
     TakeDrainingNodesOutOfTargetGroupsOnlyWithLbSettings    = var.target_group_name_prefix
     TakeDrainingNodesOutOfClassicElbsOnlyWithLbClassicNames = var.classic_elb_name
+    PublishNotificationsOnlyWithLifecycledNotifySnsTopicArn = var.notify_topic_name
   }
   statements = [
     for s in jsondecode(local.filled).Statement : s

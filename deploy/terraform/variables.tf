@@ -86,6 +86,12 @@ variable "requeue_queue_name" {
   default = ""
 }
 
+variable "notify_topic_name" {
+  description = "The LIFECYCLED_NOTIFY_SNS_TOPIC_ARN topic's name; empty for none."
+  type        = string
+  default     = ""
+}
+
 variable "ecs_cluster_name" {
   type    = string
   default = ""

@@ -212,8 +212,11 @@ class KubeApiServer:
         self.port = port
         self.bookmark_interval = 1.0  # seconds between BOOKMARKs when a watch asks for them
         # SelfSubjectAccessReview answers: everything is allowed but these (verb, group,
-        # resource, subresource), which a test adds to take a permission away (`deny`).
-        self.denied: set[tuple[str, str, str, str]] = set()
+        # resource, subresource, namespace or "" for every one), which a test adds to take a
+        # permission away (`deny`), and but a review without one of the names a Role's rule
+        # lists (`only_named`: (verb, group, resource) -> resourceNames).
+        self.denied: set[tuple[str, str, str, str, str]] = set()
+        self.named: dict[tuple[str, str, str], frozenset[str]] = {}
         self._runner: web.AppRunner | None = None
         self._controller_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -435,9 +438,23 @@ class KubeApiServer:
         record.name, record.subresource = route.name, route.subresource
         return await self._dispatch(request, route, record.verb)
 
-    def deny(self, verb: str, resource: str, *, group: str = "", subresource: str = "") -> None:
-        """Take one permission away from every client (SelfSubjectAccessReview says no)."""
-        self.denied.add((verb, group, resource, subresource))
+    def deny(
+        self,
+        verb: str,
+        resource: str,
+        *,
+        group: str = "",
+        subresource: str = "",
+        namespace: str = "",
+    ) -> None:
+        """Take one permission away from every client (SelfSubjectAccessReview says no), in
+        one namespace (then also a review for all namespaces is refused) or, "", in all."""
+        self.denied.add((verb, group, resource, subresource, namespace))
+
+    def only_named(self, verb: str, resource: str, names: set[str], *, group: str = "") -> None:
+        """Grant the permission only on these objects, as a Role rule with resourceNames
+        does: a review that names none of them (or no object at all) is refused."""
+        self.named[(verb, group, resource)] = frozenset(names)
 
     def _access_review(self, body: JSON) -> JSON:
         """What kube-apiserver returns for a SelfSubjectAccessReview: the spec echoed, and
@@ -449,7 +466,14 @@ class KubeApiServer:
             str(attrs.get("resource", "")),
             str(attrs.get("subresource", "")),
         )
-        allowed = key not in self.denied
+        namespace = str(attrs.get("namespace", ""))
+        allowed = not any(
+            denied[:4] == key and (not denied[4] or not namespace or denied[4] == namespace)
+            for denied in self.denied
+        )
+        names = self.named.get(key[:3])
+        if names is not None and str(attrs.get("name", "")) not in names:
+            allowed = False
         status: JSON = {"allowed": allowed}
         if not allowed:
             status["reason"] = "denied by the emulator (KubeApiServer.deny)"

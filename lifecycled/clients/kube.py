@@ -290,12 +290,15 @@ class KubeClient:
         group: str = "",
         subresource: str = "",
         namespace: str = "",
+        name: str = "",
     ) -> bool:
         """Whether our account may `verb` the resource (SelfSubjectAccessReview; `lifecycled
-        check`). Namespace "": in every namespace."""
+        check`). Namespace "": in every namespace; name "": any object (a Role's rule with
+        resourceNames allows only a review that names one of them)."""
         attributes = {"verb": verb, "group": group, "resource": resource}
         attributes |= {"subresource": subresource} if subresource else {}
         attributes |= {"namespace": namespace} if namespace else {}
+        attributes |= {"name": name} if name else {}
         body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview"}
         body["spec"] = {"resourceAttributes": attributes}  # type: ignore[assignment]
         api = client.AuthorizationV1Api(self.api)

@@ -53,3 +53,16 @@ async def test_the_service_client_asks(kube: KubeApiServer) -> None:
         kube.deny("patch", "nodes")
         assert not await kube_client.can("patch", "nodes")
         assert await kube_client.can("get", "nodes")
+
+
+async def test_a_namespace_or_a_name_can_be_refused(kube: KubeApiServer) -> None:
+    kube.deny("create", "pods", namespace="batch")
+    assert (await _review("create", "pods", namespace="batch")).status.allowed is False
+    assert (await _review("create", "pods")).status.allowed is False  # not in every namespace
+    assert (await _review("create", "pods", namespace="web")).status.allowed is True
+    # A Role rule with resourceNames: only a review naming that object is allowed.
+    kube.only_named("get", "leases", {"mine"}, group="coordination.k8s.io")
+    lease = {"group": "coordination.k8s.io", "namespace": "kube-system"}
+    assert (await _review("get", "leases", **lease)).status.allowed is False
+    assert (await _review("get", "leases", name="other", **lease)).status.allowed is False
+    assert (await _review("get", "leases", name="mine", **lease)).status.allowed is True

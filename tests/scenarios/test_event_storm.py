@@ -1,5 +1,6 @@
 """The event recorder against the Kubernetes emulator: a storm writes a bounded number of
-Events per node, repeats are aggregated (count, via PATCH), nothing waits on the writes."""
+Events per node, repeats are aggregated (count, via PATCH), a repeated reason never uses up
+another reason's budget, nothing waits on the writes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from kubernetes_asyncio import client
 
 from devstack.kube import KubeApiServer
+from lifecycled import report
 from lifecycled.clients.kube import KubeClient
 from lifecycled.kube_events import EventRecorder, Limits
 from lifecycled.observe import Metrics
@@ -22,18 +24,27 @@ async def test_a_storm_writes_a_bounded_number_of_events_per_node(
         async with recorder.running():
             start = time.monotonic()
             for n in range(300):
-                recorder.node("node-a", f"Reason{n % 30}", f"storm {n}")
-                recorder.node("node-b", "EvictionBlockedByBudget", f"refusal {n}")
+                recorder.node("node-a", f"Reason{n % 3}", f"storm {n}")
+                recorder.node("node-b", report.EVICTION_BLOCKED, f"refusal {n}")
+            # After hundreds of refusals, the drain's outcome is still written.
+            recorder.node("node-b", report.DEADLINE_MISSED, "deadline passed", warning=True)
             assert time.monotonic() - start < 0.5  # posting never waits on the API
             await recorder.flush()
     items = (await client.CoreV1Api(api).list_namespaced_event("default")).items
     by_node = {
         name: [e for e in items if e.involved_object.name == name] for name in ("node-a", "node-b")
     }
-    assert len(by_node["node-a"]) == 10  # the burst; the rest dropped and counted
-    (refusals,) = by_node["node-b"]  # one Event, its count rising
+    # Per node and reason: one Event, written at most `burst` times (1 create, 9 PATCHes).
+    assert sorted((e.reason, e.count) for e in by_node["node-a"]) == [
+        ("Reason0", 10),
+        ("Reason1", 10),
+        ("Reason2", 10),
+    ]
+    refusals, missed = sorted(by_node["node-b"], key=lambda e: e.metadata.name)
+    assert refusals.reason == report.EVICTION_BLOCKED
     assert refusals.count == 10 and refusals.message == "refusal 9"
+    assert missed.reason == report.DEADLINE_MISSED and missed.type == "Warning"
     sample = metrics.registry.get_sample_value
-    assert sample("lifecycled_kube_events_total", {"outcome": "created"}) == 11
-    assert sample("lifecycled_kube_events_total", {"outcome": "aggregated"}) == 9
-    assert sample("lifecycled_kube_events_total", {"outcome": "dropped_rate_limited"}) == 580
+    assert sample("lifecycled_kube_events_total", {"outcome": "created"}) == 5
+    assert sample("lifecycled_kube_events_total", {"outcome": "aggregated"}) == 36
+    assert sample("lifecycled_kube_events_total", {"outcome": "dropped_rate_limited"}) == 560

@@ -198,6 +198,25 @@ async def test_a_non_idempotent_job_under_a_spot_warning_is_requeued_exactly_onc
         record = json.loads(original.metadata.annotations["lifecycled.io/requeue"])
         assert record["done"] is True and record["copy"] == "train-requeue-1"
 
+        # Events (docs/events.md): the Job's "Requeued" names its copy; so does its pod's.
+        async def requeue_events() -> list[tuple[str, str, str]]:
+            items = (await client.CoreV1Api(stack.api).list_namespaced_event("batch")).items
+            return [
+                (e.involved_object.kind, e.involved_object.name, e.message)
+                for e in items
+                if e.reason == "Requeued"
+            ]
+
+        async def told() -> bool:
+            return {"Job", "Pod"} <= {kind for kind, _, _ in await requeue_events()}
+
+        await eventually(told, within=10)
+        found = await requeue_events()
+        assert [m for k, n, m in found if k == "Job" and n == "train"] == [
+            f"interrupted ({SPOT}); requeued as train-requeue-1, attempt 1"
+        ]
+        assert all(n.startswith("train-") for k, n, _ in found if k == "Pod")
+
         async def copy_runs_elsewhere() -> bool:
             pods = (
                 await client.CoreV1Api(stack.api).list_namespaced_pod(

@@ -1,17 +1,20 @@
 """Notification bodies: the presets render valid documents; a bad template is a clear error;
-a receiver's 4xx is not retried, a 5xx is, and posting never waits."""
+a receiver's 4xx is not retried, a 5xx is, and posting never waits; the URL can come from a
+mounted Secret's file."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from lifecycled.errors import ConfigError
-from lifecycled.notify import Notification, Notifier, Template, WebhookSink
+from lifecycled.notify import Notification, Notifier, Template, WebhookSink, webhook_url
 from lifecycled.observe import Metrics
+from lifecycled.settings import Settings
 
 NOTE = Notification(
     event="deadline_missed",
@@ -85,3 +88,19 @@ def aiohttp_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_the_url_comes_from_a_mounted_secret_file_over_the_setting(tmp_path: Path) -> None:
+    queue = {"queue_url": "https://sqs.us-east-1.amazonaws.com/123456789012/q"}
+    secret = tmp_path / "url"
+    secret.write_text("https://hooks.example/secret\n")
+    both = Settings(
+        notify_webhook_url="https://plain.example/", notify_webhook_url_file=str(secret), **queue
+    )
+    assert webhook_url(both) == "https://hooks.example/secret"
+    assert webhook_url(Settings(notify_webhook_url="https://plain.example/", **queue)) == (
+        "https://plain.example/"
+    )
+    missing = Settings(notify_webhook_url_file=str(tmp_path / "gone"), **queue)
+    with pytest.raises(ConfigError, match="notify_webhook_url_file"):
+        webhook_url(missing)
