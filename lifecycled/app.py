@@ -10,6 +10,7 @@ from typing import Protocol
 
 from lifecycled import __version__
 from lifecycled.clients.aws import AwsClients, region_known
+from lifecycled.clients.checkpoint import CheckpointClient
 from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
@@ -131,14 +132,17 @@ async def open_platform(
         yield EcsPlatform(aws, settings, metrics)
         return
     calls = settings.calls
-    async with KubeClient.open(
-        metrics,
-        calls.timeout_seconds,
-        calls.retry_delays,
-        limiter=RateLimiter(calls.kube_api_qps, calls.kube_api_burst),
-        connections=calls.kube_connections,
-    ) as kube:
-        yield KubernetesPlatform(kube, aws, settings, metrics)
+    async with (
+        KubeClient.open(
+            metrics,
+            calls.timeout_seconds,
+            calls.retry_delays,
+            limiter=RateLimiter(calls.kube_api_qps, calls.kube_api_burst),
+            connections=calls.kube_connections,
+        ) as kube,
+        CheckpointClient.open(metrics) as checkpoints,
+    ):
+        yield KubernetesPlatform(kube, aws, settings, metrics, checkpoints)
 
 
 @contextlib.asynccontextmanager

@@ -27,10 +27,12 @@ HOOK_COMPLETED = "LifecycleHookCompleted"
 HOOK_COMPLETE_FAILED = "LifecycleHookCompleteFailed"
 HEARTBEAT_FAILED = "LifecycleHeartbeatFailed"
 GIVEN_BACK = "Uncordoned"
+REPLACEMENT_REQUESTED = "ReplacementRequested"
 # On pods.
 EVICTING = "Evicting"
 POD_REQUEUED = "Requeued"
 WAITING = "WaitingForJob"
+INTERRUPTION_DEADLINE = "InterruptionDeadline"
 
 LEFT_IN_MESSAGE = 20  # pods named in a message; the count says how many more
 

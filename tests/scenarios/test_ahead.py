@@ -1,0 +1,182 @@
+"""Ahead of the interruption: pods learn their deadline (annotations, a checkpoint call)
+before their eviction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from devstack.cluster import DEVSTACK
+from tests.scenarios.conftest import Stack, eventually, metric
+from tests.scenarios.test_jobs import instance_on, job_manifest, start_job
+
+DEADLINE = "lifecycled.io/interruption-deadline"
+KIND = "lifecycled.io/interruption-kind"
+
+
+def evicted_at(stack: Stack, pod: str) -> float | None:
+    times = [
+        r.time
+        for r in stack.kube.requests
+        if r.subresource == "eviction" and r.method == "POST" and r.name == pod
+    ]
+    return min(times) if times else None
+
+
+def deadline_of(event: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(event["time"].replace("Z", "+00:00")) + timedelta(seconds=120)
+
+
+async def test_a_job_reads_its_deadline_from_the_annotation_before_its_eviction(
+    stack: Stack, service_for
+) -> None:
+    pod_name, node = await start_job(
+        stack, job_manifest("transfer", idempotent=True, run_seconds=None)
+    )
+    core = client.CoreV1Api(stack.api)
+    read: list[tuple[float, dict[str, str]]] = []
+
+    async def job() -> None:
+        # What the job's downward-API volume shows it: the pod's annotations, read live.
+        while not read:
+            pod = await core.read_namespaced_pod(pod_name, "batch")
+            annotations = pod.metadata.annotations or {}
+            if DEADLINE in annotations:
+                read.append((time.monotonic(), dict(annotations)))
+            await asyncio.sleep(0.05)
+
+    # Jobs are waited for while more than the lead is left: a few seconds to read it.
+    async with service_for(job_stop_lead_seconds=116) as service:
+        reader = asyncio.create_task(job())
+        event = stack.aws.send_spot_interruption(instance_on(stack, node))
+
+        async def evicted() -> bool:
+            return evicted_at(stack, pod_name) is not None
+
+        await eventually(evicted, within=30)
+        reader.cancel()
+        assert read, "the job never saw its deadline"
+        seen, annotations = read[0]
+        assert seen < (evicted_at(stack, pod_name) or 0.0)
+        deadline = datetime.fromisoformat(annotations[DEADLINE].replace("Z", "+00:00"))
+        assert abs((deadline - deadline_of(event)).total_seconds()) < 1.0
+        assert annotations[KIND] == "spot_interruption"
+        # Every pod the drain moves was told; the DaemonSet's was not.
+        for pod in (
+            await core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}")
+        ).items:
+            told = DEADLINE in (pod.metadata.annotations or {})
+            is_daemon = any(r.kind == "DaemonSet" for r in pod.metadata.owner_references or [])
+            assert told != is_daemon, pod.metadata.name
+        assert metric(service, "lifecycled_pod_notices_total", outcome="annotated") >= 2
+
+        async def event_posted() -> bool:
+            events = (await core.list_namespaced_event("batch")).items
+            return any(
+                e.reason == "InterruptionDeadline" and e.involved_object.name == pod_name
+                for e in events
+            )
+
+        await eventually(event_posted, within=10)
+
+
+@dataclass
+class Endpoint:
+    """A pod's checkpoint endpoint, served by the test on 127.0.0.1."""
+
+    port: int = 0
+    hang: float = 0.2
+    calls: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def checkpoint_endpoint(hang: float) -> AsyncIterator[Endpoint]:
+    endpoint = Endpoint(hang=hang)
+
+    async def handle(request: web.Request) -> web.Response:
+        endpoint.calls.append((time.monotonic(), request.path, await request.json()))
+        await asyncio.sleep(endpoint.hang)
+        return web.json_response({"saved": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    endpoint.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield endpoint
+    finally:
+        await runner.cleanup()
+
+
+def checkpointing_job(name: str, port: int) -> dict[str, Any]:
+    manifest = job_manifest(name, idempotent=True, run_seconds=None)
+    annotations = manifest["spec"]["template"]["metadata"]["annotations"]
+    annotations.update(
+        {
+            "lifecycled.io/checkpoint-port": str(port),
+            "lifecycled.io/checkpoint-path": "/save",
+            DEVSTACK + "pod-ip": "127.0.0.1",
+        }
+    )
+    return manifest
+
+
+async def test_a_checkpoint_endpoint_is_called_once_before_the_eviction(
+    stack: Stack, service_for
+) -> None:
+    async with checkpoint_endpoint(hang=0.3) as endpoint:
+        pod_name, node = await start_job(stack, checkpointing_job("etl", endpoint.port))
+        async with service_for() as service:
+            event = stack.aws.send_spot_interruption(instance_on(stack, node))
+
+            async def evicted() -> bool:
+                return evicted_at(stack, pod_name) is not None
+
+            await eventually(evicted, within=30)
+            await asyncio.sleep(1.0)  # a second call would come by now
+            assert len(endpoint.calls) == 1
+            called, path, body = endpoint.calls[0]
+            assert path == "/save"
+            assert body["pod"] == pod_name and body["namespace"] == "batch"
+            assert body["kind"] == "spot_interruption" and body["node"] == node
+            deadline = datetime.fromisoformat(body["deadline"].replace("Z", "+00:00"))
+            assert abs((deadline - deadline_of(event)).total_seconds()) < 1.0
+            # The eviction waited for the reply.
+            assert (evicted_at(stack, pod_name) or 0.0) - called >= 0.3
+            assert metric(service, "lifecycled_checkpoint_calls_total", outcome="ok") == 1
+            assert metric(service, "lifecycled_checkpoint_duration_seconds_count") == 1
+
+
+async def test_a_hanging_checkpoint_delays_the_eviction_by_at_most_the_cap(
+    stack: Stack, service_for
+) -> None:
+    async with checkpoint_endpoint(hang=10) as endpoint:
+        pod_name, node = await start_job(stack, checkpointing_job("stuck", endpoint.port))
+        async with service_for(checkpoint_wait_seconds=1.5) as service:
+            stack.aws.send_spot_interruption(instance_on(stack, node))
+
+            async def evicted() -> bool:
+                return evicted_at(stack, pod_name) is not None
+
+            await eventually(evicted, within=30)
+            assert len(endpoint.calls) == 1
+            delay = (evicted_at(stack, pod_name) or 0.0) - endpoint.calls[0][0]
+            assert 1.4 <= delay <= 2.5, delay
+            assert metric(service, "lifecycled_checkpoint_calls_total", outcome="timeout") == 1
+
+            async def drained() -> bool:
+                closed = "lifecycled_drain_duration_seconds_count"
+                return metric(service, closed, kind="spot_interruption", outcome="drained") == 1
+
+            await eventually(drained, within=20)
