@@ -23,6 +23,7 @@ from lifecycled.ownership import Ownership
 from lifecycled.pace import RateLimiter
 from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
+from lifecycled.replace import ReplaceAhead
 from lifecycled.report import Reporter
 from lifecycled.server import serve_http
 from lifecycled.settings import Settings
@@ -70,6 +71,12 @@ class Service:
             ownership = Ownership(aws, settings) if settings.source == "sqs" else None
             # A dry run is the executor chosen here: the coordinator decides the same either way.
             executor = executor_for(settings, platform, hooks, metrics, reporter)
+            # Replace-ahead is for Auto Scaling groups of Kubernetes nodes (docs/jobs.md).
+            replacer = (
+                ReplaceAhead(aws, platform, settings, metrics)
+                if settings.replace.ahead and isinstance(platform, KubernetesPlatform)
+                else None
+            )
             coordinator = Coordinator(
                 platform,
                 hooks,
@@ -78,6 +85,7 @@ class Service:
                 ownership=ownership,
                 executor=executor,
                 reporter=reporter,
+                replacer=replacer,
             )
             self.coordinator = coordinator
             log.info(

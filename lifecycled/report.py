@@ -142,6 +142,15 @@ class Reporter:
         event = "hook_abandoned" if result == "ABANDON" else "hook_completed"
         self._notify(event, target, record, outcome=Outcome(record.outcome or Outcome.DRAINED))
 
+    def replacement_requested(self, target: str, record: DrainRecord) -> None:
+        done = record.replacement
+        if done is not None and done.raised:
+            self._node(
+                target,
+                REPLACEMENT_REQUESTED,
+                f"desired capacity of {done.group} raised: the replacement boots while we drain",
+            )
+
     def given_back(self, target: str, record: DrainRecord) -> None:
         self._node(target, GIVEN_BACK, f"given back: {record.kind} cancelled or not followed up")
 
