@@ -14,8 +14,11 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from devstack.cluster import DEVSTACK
-from tests.scenarios.conftest import Stack, eventually, metric
+from devstack.aws import AwsStack
+from devstack.cluster import DEVSTACK, NodeJoiner
+from devstack.kube import KubeApiServer
+from lifecycled.app import running
+from tests.scenarios.conftest import SMALL, Stack, build_stack, eventually, metric, pods_on
 from tests.scenarios.test_jobs import instance_on, job_manifest, start_job
 
 DEADLINE = "lifecycled.io/interruption-deadline"
@@ -180,3 +183,72 @@ async def test_a_hanging_checkpoint_delays_the_eviction_by_at_most_the_cap(
                 return metric(service, closed, kind="spot_interruption", outcome="drained") == 1
 
             await eventually(drained, within=20)
+
+
+REPLACE_TAG = "lifecycled.io/replace-ahead"
+
+
+async def test_replace_ahead_brings_an_eleventh_node_ready_before_the_evictions(
+    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
+) -> None:
+    stack = await build_stack(
+        aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
+    )
+    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=1.0)
+    joiner.adopt(stack.machines)
+    victim = stack.machines[0]
+    doomed = {p.metadata.name for p in await pods_on(api, victim.private_dns_name)}
+    doomed -= {
+        p.metadata.name
+        for p in await pods_on(api, victim.private_dns_name)
+        if any(r.kind == "DaemonSet" for r in p.metadata.owner_references or [])
+    }
+    assert doomed
+    settings = stack.settings(replace_ahead=True, replace_ahead_interval_seconds=0.5)
+    async with joiner.running(), running(settings) as service:
+        stack.aws.send_spot_interruption(victim.instance_id)
+
+        async def drained() -> bool:
+            closed = "lifecycled_drain_duration_seconds_count"
+            return metric(service, closed, kind="spot_interruption", outcome="drained") >= 1
+
+        await eventually(drained, within=60)
+        new = [n for n in joiner.joined if n not in stack.node_of.values()]
+        assert len(new) == 1, joiner.joined
+        evictions = [
+            r.time
+            for r in kube.requests
+            if r.subresource == "eviction" and r.method == "POST" and r.name in doomed
+        ]
+        assert evictions, "nothing was evicted"
+        assert joiner.joined[new[0]] < min(evictions)
+        assert metric(service, "lifecycled_replacements_total", outcome="requested") == 1
+        assert metric(service, "lifecycled_replacement_ready_seconds_count") == 1
+        raises = [
+            c
+            for c in stack.aws.calls.of("SetDesiredCapacity")
+            if c.params.get("AutoScalingGroupName") == stack.group
+        ]
+        assert [c.params.get("DesiredCapacity") for c in raises] == ["11"]
+
+        async def back_to_ten() -> bool:
+            group = stack.aws.boto3_client("autoscaling").describe_auto_scaling_groups(
+                AutoScalingGroupNames=[stack.group]
+            )["AutoScalingGroups"][0]
+            in_service = [i for i in group["Instances"] if i["LifecycleState"] == "InService"]
+            members = {i["InstanceId"] for i in group["Instances"]}
+            return (
+                group["DesiredCapacity"] == 10
+                and len(in_service) == 10
+                and victim.instance_id not in members
+            )
+
+        # The terminate goes through the group's lifecycle hook: held, then completed.
+        await eventually(back_to_ten, within=30)
+        assert metric(service, "lifecycled_replacements_total", outcome="terminated") == 1
+        terminates = [
+            c
+            for c in stack.aws.calls.of("TerminateInstanceInAutoScalingGroup")
+            if c.params.get("InstanceId") == victim.instance_id
+        ]
+        assert [c.params.get("ShouldDecrementDesiredCapacity") for c in terminates] == ["true"]
