@@ -8,7 +8,7 @@ locals {
   )
   # Longest placeholder first: NOTICE_QUEUE_DLQ before NOTICE_QUEUE.
   filled = replace(replace(replace(replace(replace(replace(replace(replace(replace(replace(
-    replace(local.documented, "arn:aws:", "arn:${data.aws_partition.current.partition}:"),
+    replace(replace(local.documented, "arn:aws:", "arn:${data.aws_partition.current.partition}:"),
     "REGION", data.aws_region.current.name),
     "ACCOUNT", local.account),
     "NOTICE_QUEUE_DLQ", "${var.queue_name}-dlq"),
@@ -18,12 +18,14 @@ locals {
     "TARGET_GROUP_PREFIX", var.target_group_name_prefix),
     "CLASSIC_ELB_NAME", var.classic_elb_name),
     "JOB_TASK_ROLES", var.job_task_role_prefix),
-  "CLUSTER", var.ecs_cluster_name)
+    "CLUSTER", var.ecs_cluster_name),
+  "NOTIFY_TOPIC", var.notify_topic_name)
   # The optional statements (by Sid), and the setting each needs.
   optional = {
     HandOffRequeuedJobsOnlyWithLifecycledRequeueQueueUrl    = var.requeue_queue_name
     TakeDrainingNodesOutOfTargetGroupsOnlyWithLbSettings    = var.target_group_name_prefix
     TakeDrainingNodesOutOfClassicElbsOnlyWithLbClassicNames = var.classic_elb_name
+    PublishNotificationsOnlyWithLifecycledNotifySnsTopicArn = var.notify_topic_name
   }
   statements = [
     for s in jsondecode(local.filled).Statement : s

@@ -86,6 +86,11 @@ variable "requeue_queue_name" {
   default = ""
 }
 
+variable "notify_topic_name" {
+  type    = string
+  default = ""
+}
+
 variable "ecs_cluster_name" {
   type    = string
   default = ""
