@@ -252,3 +252,58 @@ async def test_replace_ahead_brings_an_eleventh_node_ready_before_the_evictions(
             if c.params.get("InstanceId") == victim.instance_id
         ]
         assert [c.params.get("ShouldDecrementDesiredCapacity") for c in terminates] == ["true"]
+
+
+async def test_replace_ahead_raises_once_across_a_restart(
+    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
+) -> None:
+    stack = await build_stack(
+        aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
+    )
+    # A slow boot: the drain is still waiting for the replacement when the service stops.
+    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=6.0)
+    joiner.adopt(stack.machines)
+    victim = stack.machines[0]
+    core = client.CoreV1Api(api)
+    settings = stack.settings(replace_ahead=True, replace_ahead_interval_seconds=0.5)
+
+    def raises() -> list[Any]:
+        return [
+            c
+            for c in stack.aws.calls.of("SetDesiredCapacity")
+            if c.params.get("AutoScalingGroupName") == stack.group
+        ]
+
+    async with joiner.running():
+        async with running(settings):
+            stack.aws.send_spot_interruption(victim.instance_id)
+
+            async def requested() -> bool:
+                node = await core.read_node(victim.private_dns_name)
+                text = (node.metadata.annotations or {}).get("lifecycled.io/drain", "")
+                return '"state":"requested"' in text
+
+            await eventually(requested, within=20)
+        assert len(raises()) == 1
+        async with running(settings) as service:
+
+            async def drained() -> bool:
+                closed = "lifecycled_drain_duration_seconds_count"
+                return metric(service, closed, kind="spot_interruption", outcome="drained") >= 1
+
+            await eventually(drained, within=60)
+
+            async def back_to_ten() -> bool:
+                group = stack.aws.boto3_client("autoscaling").describe_auto_scaling_groups(
+                    AutoScalingGroupNames=[stack.group]
+                )["AutoScalingGroups"][0]
+                members = {i["InstanceId"] for i in group["Instances"]}
+                return group["DesiredCapacity"] == 10 and victim.instance_id not in members
+
+            await eventually(back_to_ten, within=30)
+        assert len(raises()) == 1
+
+        async def replacement_joined() -> bool:
+            return len(joiner.joined) == 1
+
+        await eventually(replacement_joined, within=15)
