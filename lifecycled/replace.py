@@ -187,7 +187,7 @@ class ReplaceAhead:
                 raise
         finally:
             del self._flushers[group]
-            if self._waiting.get(group):
+            if self._waiting.get(group) and not _cancelling():
                 self._flushers[group] = asyncio.create_task(
                     self._flush(group), name=f"raise-{group}"
                 )
@@ -227,3 +227,8 @@ class ReplaceAhead:
 
 def _now() -> float:
     return time.time()
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
