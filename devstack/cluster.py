@@ -211,6 +211,13 @@ class NodeJoiner:
         self.nodes.update({m.instance_id: m.private_dns_name for m in machines})
 
     @contextlib.asynccontextmanager
+    async def adopting(self, machines: Iterable[Machine]) -> AsyncIterator[NodeJoiner]:
+        """`adopt(machines)`, then `running()`."""
+        self.adopt(machines)
+        async with self.running() as joiner:
+            yield joiner
+
+    @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[NodeJoiner]:
         task = asyncio.create_task(self._run(), name=f"joiner-{self._group}")
         try:
