@@ -12,11 +12,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
 
-from devstack.aws import AwsStack
+if TYPE_CHECKING:  # only NodeJoiner needs it: seeding a cluster does not load moto
+    from devstack.aws import AwsStack
 
 DEVSTACK = "devstack.lifecycled.io/"
 JsonDict = dict[str, Any]
