@@ -154,10 +154,11 @@ class ReplaceAhead:
         loop = asyncio.get_running_loop()
         waiters: list[asyncio.Future[bool]] = []
         try:
+            interval = self._settings.interval_seconds
             since = loop.time() - self._last_raise.get(group, float("-inf"))
-            # The first raise goes at once (the notices of one receive come together);
-            # later ones wait for the interval, gathering the storm's other warnings.
-            await asyncio.sleep(max(0.0, self._settings.interval_seconds - since))
+            # After a quiet spell the first raise waits a quarter of the interval (a storm's
+            # warnings arrive over a few receives); later ones wait for the interval's end.
+            await asyncio.sleep(max(interval / 4, interval - since))
             waiters = self._waiting.pop(group, [])
             info = await self._aws.autoscaling.describe_group(group)
             if info is None:

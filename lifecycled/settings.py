@@ -259,7 +259,7 @@ class Replace(Group):
         default=2.0, gt=0, validation_alias="replace_ahead_interval_seconds"
     )
     """raises for one group are coalesced: at most one SetDesiredCapacity per group per
-    interval"""
+    interval (the first after a quiet spell within a quarter of it)"""
     wait_seconds: float = Field(default=60.0, ge=0, validation_alias="replace_ahead_wait_seconds")
     """the first eviction waits this long at most for the replacement's node to be Ready
     (never more than a quarter of the time left)"""

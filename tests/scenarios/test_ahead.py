@@ -307,3 +307,46 @@ async def test_replace_ahead_raises_once_across_a_restart(
             return len(joiner.joined) == 1
 
         await eventually(replacement_joined, within=15)
+
+
+async def test_a_storm_raises_a_group_once_and_never_above_its_max_size(
+    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
+) -> None:
+    stack = await build_stack(
+        aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
+    )
+    autoscaling = stack.aws.boto3_client("autoscaling")
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=stack.group, MaxSize=12)
+    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=0.5)
+    joiner.adopt(stack.machines)
+    warned = stack.machines[:3]
+    async with joiner.running(), running(stack.settings(replace_ahead=True)) as service:
+        for machine in warned:
+            stack.aws.send_spot_interruption(machine.instance_id)
+
+        async def drained() -> bool:
+            closed = "lifecycled_drain_duration_seconds_count"
+            return metric(service, closed, kind="spot_interruption", outcome="drained") >= 3
+
+        await eventually(drained, within=60)
+        raises = [
+            c.params.get("DesiredCapacity")
+            for c in stack.aws.calls.of("SetDesiredCapacity")
+            if c.params.get("AutoScalingGroupName") == stack.group
+        ]
+        assert raises == ["12"]
+        assert metric(service, "lifecycled_replacements_total", outcome="requested") == 2
+        assert metric(service, "lifecycled_replacements_total", outcome="at_max_size") == 1
+
+        async def settled() -> bool:
+            group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.group])[
+                "AutoScalingGroups"
+            ][0]
+            return (
+                group["DesiredCapacity"] == 10
+                and metric(service, "lifecycled_replacements_total", outcome="terminated") == 2
+            )
+
+        # Two raised, two terminated with decrement; the third was not raised for, so it is
+        # left to AWS's own reclaim.
+        await eventually(settled, within=30)
