@@ -68,8 +68,10 @@ def test_the_checkpoint_url_comes_from_the_annotations_and_the_pod_ip() -> None:
     assert checkpoint_url(pod({"lifecycled.io/checkpoint-port": "70000"})) is None
 
 
-def test_the_slim_pod_keeps_its_ip_for_the_checkpoint_call() -> None:
-    assert slim_pod(pod({}))["status"] == {"phase": "Running", "podIP": "10.0.0.7"}
+def test_the_slim_pod_keeps_its_ip_only_for_a_checkpoint_call() -> None:
+    assert slim_pod(pod({}))["status"] == {"phase": "Running"}
+    asks = pod({"lifecycled.io/checkpoint-port": "8080"})
+    assert slim_pod(asks)["status"] == {"phase": "Running", "podIP": "10.0.0.7"}
 
 
 def test_the_replacement_round_trips_and_old_records_read_without_one() -> None:
