@@ -8,11 +8,16 @@ Pod behaviour (start, exit, run time) is scripted by devstack annotations the em
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
+
+if TYPE_CHECKING:  # only NodeJoiner needs it: seeding a cluster does not load moto
+    from devstack.aws import AwsStack
 
 DEVSTACK = "devstack.lifecycled.io/"
 JsonDict = dict[str, Any]
@@ -176,3 +181,83 @@ async def wait_running(api: client.ApiClient, expected: int, within: float = 60.
 
 def expected_pods(machines: Iterable[Machine], w: Workloads) -> int:
     return len(list(machines)) + w.web_replicas + w.api_replicas + w.job_parallelism
+
+
+class NodeJoiner:
+    """The nodes of an Auto Scaling group follow its instances, as kubelets do: an instance
+    in service gets its node (Ready) `boot_seconds` after it is first seen; the node of an
+    instance that left the group is deleted (the machine is gone). Run it beside a group
+    whose capacity changes (replace-ahead)."""
+
+    def __init__(
+        self,
+        aws: AwsStack,
+        api: client.ApiClient,
+        group: str,
+        *,
+        boot_seconds: float = 1.0,
+        poll_seconds: float = 0.25,
+    ) -> None:
+        self._aws = aws
+        self._core: Any = client.CoreV1Api(api)
+        self._group = group
+        self._boot = boot_seconds
+        self._poll = poll_seconds
+        self.nodes: dict[str, str] = {}  # instance id -> node name, joined or seeded
+        self.joined: dict[str, float] = {}  # node name -> time.monotonic() it joined Ready
+        self._seen: dict[str, float] = {}  # instance id -> loop time first seen in service
+
+    def adopt(self, machines: Iterable[Machine]) -> None:
+        """Nodes that exist already (seeded)."""
+        self.nodes.update({m.instance_id: m.private_dns_name for m in machines})
+
+    @contextlib.asynccontextmanager
+    async def adopting(self, machines: Iterable[Machine]) -> AsyncIterator[NodeJoiner]:
+        """`adopt(machines)`, then `running()`."""
+        self.adopt(machines)
+        async with self.running() as joiner:
+            yield joiner
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[NodeJoiner]:
+        task = asyncio.create_task(self._run(), name=f"joiner-{self._group}")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            members = await asyncio.to_thread(self._members)
+            now = loop.time()
+            for instance_id, state in members.items():
+                if instance_id in self.nodes or state != "InService":
+                    continue
+                first = self._seen.setdefault(instance_id, now)
+                if now - first >= self._boot:
+                    await self._join(instance_id)
+            for instance_id in [i for i in self.nodes if i not in members]:
+                name = self.nodes.pop(instance_id)
+                with contextlib.suppress(client.ApiException):
+                    await self._core.delete_node(name)
+            await asyncio.sleep(self._poll)
+
+    def _members(self) -> dict[str, str]:
+        described = self._aws.boto3_client("autoscaling").describe_auto_scaling_groups(
+            AutoScalingGroupNames=[self._group]
+        )
+        return {
+            str(i["InstanceId"]): str(i["LifecycleState"])
+            for g in described["AutoScalingGroups"]
+            for i in g["Instances"]
+        }
+
+    async def _join(self, instance_id: str) -> None:
+        (instance,) = await asyncio.to_thread(self._aws.instances, [instance_id])
+        machine = Machine(instance.id, instance.private_dns_name, instance.az)
+        await self._core.create_node(node_body(machine))
+        self.nodes[instance_id] = machine.private_dns_name
+        self.joined[machine.private_dns_name] = time.monotonic()

@@ -22,6 +22,7 @@ from devstack import timeline_svg
 from devstack.aws import AwsStack, Instance
 from devstack.cluster import (
     Machine,
+    NodeJoiner,
     Workloads,
     expected_pods,
     job,
@@ -46,6 +47,9 @@ WORKLOADS = Workloads(
 TIMEOUT = 120.0
 HOSTNAME = "kubernetes.io/hostname"
 NODE_PORTS = {"web": 30080, "api": 30443}  # NodePort services behind two ALB target groups
+GROUP = "demo-workers"
+DEADLINE = "lifecycled.io/interruption-deadline"
+KIND = "lifecycled.io/interruption-kind"
 
 
 @dataclass
@@ -103,6 +107,10 @@ class Timeline:
             instance = self.instance_of(entry["node"])
             if instance:
                 self.steps[instance].append((at, f"load balancers drained ({entry['outcome']})"))
+        elif event == "replacement node ready; draining":
+            self.steps[entry["instance"]].append((at, f"replacement node {entry['node']} Ready"))
+        elif event == "replace-ahead settled":
+            self.steps[entry["instance"]].append((at, "terminated in its group, capacity -1"))
         elif event == "drain finished":
             self.steps[entry["instance"]].append((at, f"drain finished: {entry['outcome']}"))
         elif event == "lifecycle heartbeat sent":
@@ -145,6 +153,18 @@ def export_job(instance: Instance) -> JsonDict:
     return body
 
 
+async def watch_job_pods(api: client.ApiClient, told: list[JsonDict]) -> None:
+    """What a job's downward-API volume would show: the first job pod annotated."""
+    core: Any = client.CoreV1Api(api)
+    while not told:
+        reply = await core.list_namespaced_pod("batch", _preload_content=False)
+        for pod in (await reply.json())["items"]:
+            if DEADLINE in (pod["metadata"].get("annotations") or {}):
+                told.append({"metadata": pod["metadata"], "node": pod["spec"].get("nodeName")})
+                break
+        await asyncio.sleep(0.2)
+
+
 def target_groups(aws: AwsStack, instances: list[str]) -> list[str]:
     """Every node in two target groups (deregistration delay 3 s), as NodePort services are."""
     elbv2 = aws.boto3_client("elbv2")
@@ -162,7 +182,10 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     say(f"== building the stack: moto at {aws.endpoint_url}, Kubernetes emulator at {kube.url}")
     queue = aws.create_queue("lifecycled-demo", dlq=True)
     aws.route_events_to(queue)
-    instances = aws.create_group("demo-workers", size=NODES, heartbeat_timeout=30)
+    # Replace-ahead (opt-in per group, by tag): a Spot warning raises the group first.
+    instances = aws.create_group(
+        GROUP, size=NODES, heartbeat_timeout=30, tags={"lifecycled.io/replace-ahead": "true"}
+    )
     machines = [Machine(i.id, i.private_dns_name, i.az) for i in instances]
     kubeconfig = kube.write_kubeconfig(workdir / "kubeconfig")
     configuration = client.Configuration()
@@ -189,11 +212,19 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         "LIFECYCLED_LB_POLL_SECONDS": "0.5",
         "LIFECYCLED_SQS_WAIT_SECONDS": "2",
         "LIFECYCLED_EVICTION_RETRY_SECONDS": "1",
+        "LIFECYCLED_REPLACE_AHEAD": "true",
+        "LIFECYCLED_REPLACE_AHEAD_INTERVAL_SECONDS": "1",
     }
     timeline = Timeline()
     spot = instances[:SPOT_BURST]
     expected = SPOT_BURST + 1
-    async with service_process(env, timeline, workdir) as service:
+    told: list[JsonDict] = []  # a job pod as it was told its deadline
+    async with (
+        client.ApiClient(configuration) as api,
+        NodeJoiner(aws, api, GROUP, boot_seconds=2.0).adopting(machines) as joiner,
+        service_process(env, timeline, workdir) as service,
+    ):
+        watching = asyncio.create_task(watch_job_pods(api, told))
         say(f"== lifecycled running (pid {service.proc.pid}), metrics at {service.url}/metrics")
         say(
             f"== sending {SPOT_BURST} Spot interruption warnings through EventBridge, "
@@ -201,18 +232,31 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
         )
         for instance in spot:
             aws.send_spot_interruption(instance.id)
-        aws.scale_in("demo-workers", scaled.id)
+        aws.scale_in(GROUP, scaled.id)
 
         def done(values: Values) -> bool:
             closed = total(values, "lifecycled_drain_duration_seconds_count")
-            return closed >= expected and aws.lifecycle_state(scaled.id) is None
+            gone = all(aws.lifecycle_state(i.id) is None for i in [*spot, scaled])
+            return closed >= expected and gone
 
         values = await service.wait_for(done, TIMEOUT)
         # The Events are written off the drains' path: give the last ones a moment.
         node = scaled.private_dns_name
         reasons = await node_reasons(configuration, node, until=STORY[-1], within=10.0)
+        watching.cancel()
     code = service.code
     timeline.print()
+    for pod in told[:1]:
+        meta = pod["metadata"]
+        say(
+            f"\n== job pod batch/{meta['name']} on {pod['node']}, "
+            "as its downward-API file shows it:"
+        )
+        say(f'  {DEADLINE}="{meta["annotations"][DEADLINE]}"')
+        say(f'  {KIND}="{meta["annotations"][KIND]}"')
+    desired = aws.boto3_client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[GROUP]
+    )["AutoScalingGroups"][0]["DesiredCapacity"]
     say(f"\n== Kubernetes Events on {node}: {', '.join(reasons) or 'none'}")
     picture = workdir / "timeline.svg"
     picture.write_text(timeline.svg())
@@ -220,7 +264,10 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     drained = total(values, "lifecycled_drain_duration_seconds_count", outcome="drained")
     say("\n== summary")
     say(f"  notices:            {int(total(values, 'lifecycled_notices_total'))}")
-    say(f"  drains drained:     {int(drained)} of {expected}")
+    say(
+        f"  drains drained:     {int(drained)} ({expected} notices, and the terminate hooks of "
+        f"the {SPOT_BURST} instances replaced ahead: their nodes were already empty)"
+    )
     evicted = total(values, "lifecycled_evictions_total", outcome="evicted")
     say(f"  pods evicted:       {int(evicted)}")
     say(
@@ -237,12 +284,23 @@ async def run_demo(aws: AwsStack, kube: KubeApiServerThread, workdir: Path) -> i
     say(f"  jobs waited for:    {int(total(values, 'lifecycled_jobs_waited_seconds_count'))}")
     say(f"  forced terminations: {int(total(values, 'lifecycled_forced_terminations_total'))}")
     say(f"  instance {scaled.id} in the group: {aws.lifecycle_state(scaled.id) or 'terminated'}")
+    raised = int(total(values, "lifecycled_replacements_total", outcome="requested"))
+    say(
+        f"  replacements:       {raised} requested, {len(joiner.joined)} joined as nodes; the "
+        f"group's desired capacity is {desired} ({NODES} - 1 scaled in)"
+    )
+    told_pods = int(total(values, "lifecycled_pod_notices_total", outcome="annotated"))
+    say(f"  pods told deadline: {told_pods}")
     say(f"  service exit code:  {code}; full log: {service.log}")
     failures: list[str] = []
     if drained < expected:
         failures.append(f"only {int(drained)} of {expected} drains finished")
     if aws.lifecycle_state(scaled.id) is not None:
         failures.append("the lifecycle hook was not completed")
+    if desired != NODES - 1:
+        failures.append(f"the group ends at {desired}, not {NODES - 1}")
+    if not told:
+        failures.append("no job pod was seen with its deadline")
     if code != 0:
         failures.append(f"lifecycled exited with {code}")
     it = iter(reasons)

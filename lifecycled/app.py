@@ -10,6 +10,7 @@ from typing import Protocol
 
 from lifecycled import __version__
 from lifecycled.clients.aws import AwsClients, region_known
+from lifecycled.clients.checkpoint import CheckpointClient
 from lifecycled.clients.kube import KubeClient
 from lifecycled.clients.leader import lead
 from lifecycled.coordinator import Coordinator
@@ -22,6 +23,7 @@ from lifecycled.ownership import Ownership
 from lifecycled.pace import RateLimiter
 from lifecycled.platforms import Platform
 from lifecycled.platforms.kubernetes import KubernetesPlatform
+from lifecycled.replace import ReplaceAhead
 from lifecycled.report import Reporter
 from lifecycled.server import serve_http
 from lifecycled.settings import Settings
@@ -69,6 +71,12 @@ class Service:
             ownership = Ownership(aws, settings) if settings.source == "sqs" else None
             # A dry run is the executor chosen here: the coordinator decides the same either way.
             executor = executor_for(settings, platform, hooks, metrics, reporter)
+            # Replace-ahead is for Auto Scaling groups of Kubernetes nodes (docs/jobs.md).
+            replacer = (
+                ReplaceAhead(aws, platform, settings, metrics)
+                if settings.replace.ahead and isinstance(platform, KubernetesPlatform)
+                else None
+            )
             coordinator = Coordinator(
                 platform,
                 hooks,
@@ -77,6 +85,7 @@ class Service:
                 ownership=ownership,
                 executor=executor,
                 reporter=reporter,
+                replacer=replacer,
             )
             self.coordinator = coordinator
             log.info(
@@ -131,14 +140,17 @@ async def open_platform(
         yield EcsPlatform(aws, settings, metrics)
         return
     calls = settings.calls
-    async with KubeClient.open(
-        metrics,
-        calls.timeout_seconds,
-        calls.retry_delays,
-        limiter=RateLimiter(calls.kube_api_qps, calls.kube_api_burst),
-        connections=calls.kube_connections,
-    ) as kube:
-        yield KubernetesPlatform(kube, aws, settings, metrics)
+    async with (
+        KubeClient.open(
+            metrics,
+            calls.timeout_seconds,
+            calls.retry_delays,
+            limiter=RateLimiter(calls.kube_api_qps, calls.kube_api_burst),
+            connections=calls.kube_connections,
+        ) as kube,
+        CheckpointClient.open(metrics) as checkpoints,
+    ):
+        yield KubernetesPlatform(kube, aws, settings, metrics, checkpoints)
 
 
 @contextlib.asynccontextmanager

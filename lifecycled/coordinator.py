@@ -44,6 +44,7 @@ from lifecycled.plan import (
 )
 from lifecycled.platforms import Platform
 from lifecycled.record import DrainRecord, HookRef, Outcome, Phase
+from lifecycled.replace import ReplaceAhead
 from lifecycled.report import Reporter
 from lifecycled.retry import keep_trying
 from lifecycled.settings import Settings
@@ -65,8 +66,10 @@ class Coordinator:
         ownership: Ownership | None = None,
         executor: Executor | None = None,
         reporter: Reporter | None = None,
+        replacer: ReplaceAhead | None = None,
     ) -> None:
         self._platform = platform
+        self._replacer = replacer  # LIFECYCLED_REPLACE_AHEAD (replace.py)
         self._hooks = hooks
         self._settings = settings
         self._metrics = metrics
@@ -306,6 +309,7 @@ class Coordinator:
             settings=self._settings,
             metrics=self._metrics,
             reporter=self._reporter,
+            replacer=self._replacer,
         )
         task = self._tg.create_task(self._run(drain), name=f"drain-{record.instance_id}")
         self._drains[record.instance_id] = (drain, task)

@@ -16,7 +16,8 @@ from lifecycled.lifecycle import LifecycleHooks
 from lifecycled.model import Action
 from lifecycled.observe import Metrics, fields
 from lifecycled.platforms import Platform
-from lifecycled.record import DrainRecord, HookRef, Outcome
+from lifecycled.record import DrainRecord, HookRef, Outcome, Replacement
+from lifecycled.replace import ReplaceAhead
 from lifecycled.report import Progress, Reporter
 from lifecycled.settings import Settings
 
@@ -38,6 +39,7 @@ class Drain:
         settings: Settings,
         metrics: Metrics,
         reporter: Reporter | None = None,
+        replacer: ReplaceAhead | None = None,
     ) -> None:
         self.target = target
         self.record = record
@@ -53,6 +55,7 @@ class Drain:
         self._merging = asyncio.Lock()  # a merge and the end of the work never interleave
         self._reporter = reporter or Reporter(metrics)
         self.progress = Progress()  # what the platform saw: pods evicted, pods left
+        self._replacer = replacer
 
     def remaining(self) -> float:
         return (self.record.deadline - utcnow()).total_seconds()
@@ -70,11 +73,15 @@ class Drain:
                 self._start_holding()
                 if self.record.action is Action.DRAIN:
                     self._reporter.drain_started(self.target, self.record)
+                if self._replacer is not None:  # the replacement boots while we drain
+                    await self._replacer.ahead(self.record, self._save_replacement)
+                    self._reporter.replacement_requested(self.target, self.record)
                 outcome = await self._work()
                 async with self._merging:
                     self.work_done = True
                 self._reporter.drain_ended(self.target, self.record, outcome, self.progress)
                 await self._release_hook()
+                await self._settle_replacement(outcome)
                 await self._close(outcome)
             return outcome
         finally:
@@ -126,6 +133,18 @@ class Drain:
             ),
         )
         return Outcome.DEADLINE_MISSED
+
+    async def _save_replacement(self, replacement: Replacement) -> None:
+        """Replace-ahead's intent, on the record (under the merge lock: a merge may have
+        tightened the deadline meanwhile)."""
+        async with self._merging:
+            updated = replace(self.record, replacement=replacement)
+            await self._platform.write_record(self.target, updated, cordon=False)
+            self.record = updated
+
+    async def _settle_replacement(self, outcome: Outcome) -> None:
+        if self._replacer is not None:
+            self.record = await self._replacer.settle(self.record, outcome)
 
     def _failed(self, exc: Exception) -> Outcome:
         self._metrics.drain_errors.labels(self.record.kind, "permanent").inc()
@@ -237,4 +256,5 @@ class Drain:
             "instance terminated before its drain finished",
             extra=fields(node=self.target, instance=self.record.instance_id, kind=self.record.kind),
         )
+        await self._settle_replacement(Outcome.FORCED)
         await self._close(Outcome.FORCED)  # the node object may be gone with the machine

@@ -242,6 +242,39 @@ class Metrics:
             buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 20, 60),
             registry=r,
         )
+        # Ahead of the interruption (platforms/kube_notice.py, replace.py).
+        self.pod_notices = Counter(
+            "lifecycled_pod_notices_total",
+            "Pods annotated with their interruption deadline, by outcome (annotated, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.checkpoints = Counter(
+            "lifecycled_checkpoint_calls_total",
+            "Checkpoint calls to pods before their eviction, by outcome (ok, http_error, "
+            "timeout, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.checkpoint_duration = Histogram(
+            "lifecycled_checkpoint_duration_seconds",
+            "From a checkpoint call to its reply (or to giving up on it).",
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.replacements = Counter(
+            "lifecycled_replacements_total",
+            "Replace-ahead steps, by outcome (requested, at_max_size, terminated, "
+            "decremented, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.replacement_ready = Histogram(
+            "lifecycled_replacement_ready_seconds",
+            "From a replacement's SetDesiredCapacity to its node being Ready.",
+            buckets=DRAIN_BUCKETS,
+            registry=r,
+        )
 
         # What operators see (kube_events.py, report.py, notify.py).
         self.kube_events = Counter(

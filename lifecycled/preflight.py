@@ -34,6 +34,7 @@ RBAC = (
     ("list", "", "nodes", ""),
     ("patch", "", "nodes", ""),
     ("list", "", "pods", ""),
+    ("patch", "", "pods", ""),  # the interruption-deadline annotations
     ("create", "", "pods", "eviction"),
     ("get", "batch", "jobs", ""),
     ("create", "", "events", ""),
@@ -45,7 +46,6 @@ RBAC_REQUEUE = (
     ("patch", "batch", "jobs", ""),
     ("create", "batch", "jobs", ""),
     ("get", "", "pods", ""),
-    ("patch", "", "pods", ""),
     ("create", "", "pods", ""),
     ("delete", "", "pods", ""),
 )

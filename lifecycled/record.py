@@ -46,6 +46,21 @@ class HookRef:
         return cls(name=action.hook_name, group=action.group_name, token=action.token)
 
 
+class ReplacementState(enum.StrEnum):
+    PLANNED = "planned"  # about to raise the group's desired capacity
+    REQUESTED = "requested"  # raised (or at MaxSize: nothing to give back)
+    SETTLED = "settled"  # the instance was terminated with the capacity decremented
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """Replace-ahead's intent (replace.py): which group was raised for this instance."""
+
+    group: str
+    state: ReplacementState
+    raised: bool = False  # the raise took (False at MaxSize: no decrement owed)
+
+
 @dataclass(frozen=True, slots=True)
 class DrainRecord:
     instance_id: InstanceId
@@ -57,11 +72,14 @@ class DrainRecord:
     hook: HookRef | None = None
     phase: Phase = Phase.OPEN
     outcome: Outcome | None = None
+    replacement: Replacement | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = asdict(self)
         data["event_time"] = self.event_time.isoformat()
         data["deadline"] = self.deadline.isoformat()
+        if self.replacement is None:
+            del data["replacement"]  # records without one read as before
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -69,6 +87,7 @@ class DrainRecord:
         data = json.loads(text)
         hook = data.get("hook")
         outcome = data.get("outcome")
+        replacement = data.get("replacement")
         return cls(
             instance_id=InstanceId(data["instance_id"]),
             kind=NoticeKind(data["kind"]),
@@ -79,6 +98,13 @@ class DrainRecord:
             hook=HookRef(**hook) if hook else None,
             phase=Phase(data.get("phase", Phase.OPEN)),
             outcome=Outcome(outcome) if outcome else None,
+            replacement=Replacement(
+                group=str(replacement["group"]),
+                state=ReplacementState(replacement["state"]),
+                raised=bool(replacement.get("raised", False)),
+            )
+            if replacement
+            else None,
         )
 
     def closed(self, outcome: Outcome) -> DrainRecord:

@@ -27,10 +27,12 @@ HOOK_COMPLETED = "LifecycleHookCompleted"
 HOOK_COMPLETE_FAILED = "LifecycleHookCompleteFailed"
 HEARTBEAT_FAILED = "LifecycleHeartbeatFailed"
 GIVEN_BACK = "Uncordoned"
+REPLACEMENT_REQUESTED = "ReplacementRequested"
 # On pods.
 EVICTING = "Evicting"
 POD_REQUEUED = "Requeued"
 WAITING = "WaitingForJob"
+INTERRUPTION_DEADLINE = "InterruptionDeadline"
 
 LEFT_IN_MESSAGE = 20  # pods named in a message; the count says how many more
 
@@ -139,6 +141,15 @@ class Reporter:
             )
         event = "hook_abandoned" if result == "ABANDON" else "hook_completed"
         self._notify(event, target, record, outcome=Outcome(record.outcome or Outcome.DRAINED))
+
+    def replacement_requested(self, target: str, record: DrainRecord) -> None:
+        done = record.replacement
+        if done is not None and done.raised:
+            self._node(
+                target,
+                REPLACEMENT_REQUESTED,
+                f"desired capacity of {done.group} raised: the replacement boots while we drain",
+            )
 
     def given_back(self, target: str, record: DrainRecord) -> None:
         self._node(target, GIVEN_BACK, f"given back: {record.kind} cancelled or not followed up")

@@ -236,7 +236,33 @@ class Jobs(Group):
         description="Requeue only jobs in these namespaces (comma-separated; empty: all); "
         "jobs elsewhere are treated as idempotent. Kubernetes only.",
     )
+    interruption_annotations: bool = True
+    """Kubernetes: annotate every pod a drain moves with lifecycled.io/interruption-deadline
+    and -kind (and post an Event) as the drain opens, for a downward-API volume to show"""
+    checkpoint_wait_seconds: float = Field(default=10.0, ge=0)
+    """a pod annotated lifecycled.io/checkpoint-port is POSTed its deadline before its
+    eviction; the eviction waits for the reply this long at most (never past the cutoff;
+    0: no calls)"""
     _csv = field_validator("requeue_namespaces", mode="before")(_split_csv)
+
+
+class Replace(Group):
+    """Replacement first, for Auto Scaling groups (Kubernetes)."""
+
+    ahead: bool = Field(default=False, validation_alias="replace_ahead")
+    """on a Spot warning or rebalance recommendation (drain action) for an instance of a
+    group tagged `replace_ahead_tag`, raise the group's desired capacity by one at once and
+    terminate the instance with ShouldDecrementDesiredCapacity when its drain ends"""
+    tag: str = Field(default="lifecycled.io/replace-ahead", validation_alias="replace_ahead_tag")
+    """the Auto Scaling group tag (value `true`) that opts a group in"""
+    interval_seconds: float = Field(
+        default=2.0, gt=0, validation_alias="replace_ahead_interval_seconds"
+    )
+    """raises for one group are coalesced: at most one SetDesiredCapacity per group per
+    interval (the first after a quiet spell within a quarter of it)"""
+    wait_seconds: float = Field(default=60.0, ge=0, validation_alias="replace_ahead_wait_seconds")
+    """the first eviction waits this long at most for the replacement's node to be Ready
+    (never more than a quarter of the time left)"""
 
 
 class LoadBalancers(Group):
@@ -444,6 +470,7 @@ class Settings(BaseSettings):
     drain: Drain = Field(default_factory=Drain)
     hooks: Hooks = Field(default_factory=Hooks)
     jobs: Jobs = Field(default_factory=Jobs)
+    replace: Replace = Field(default_factory=Replace)
     lb: LoadBalancers = Field(default_factory=LoadBalancers)
     ecs: Ecs = Field(default_factory=Ecs)
     ha: Ha = Field(default_factory=Ha)

@@ -11,6 +11,7 @@ from lifecycled.clients.kube import JsonDict
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 READ_ANNOTATIONS = ("lifecycled.io/", MIRROR_ANNOTATION)  # the only ones a drain reads
+CHECKPOINT_PORT_ANNOTATION = "lifecycled.io/checkpoint-port"  # kube_notice.py
 
 
 def slim_pod(pod: JsonDict) -> JsonDict:
@@ -36,8 +37,11 @@ def slim_pod(pod: JsonDict) -> JsonDict:
     slim: JsonDict = {"apiVersion": "v1", "kind": "Pod", "metadata": slim_meta}
     if "terminationGracePeriodSeconds" in spec:
         slim["spec"] = {"terminationGracePeriodSeconds": spec["terminationGracePeriodSeconds"]}
-    phase = pod.get("status", {}).get("phase")
+    status = pod.get("status", {})
+    phase = status.get("phase")
     slim["status"] = {"phase": sys.intern(phase) if isinstance(phase, str) else phase}
+    if CHECKPOINT_PORT_ANNOTATION in kept and status.get("podIP"):
+        slim["status"]["podIP"] = status["podIP"]  # the checkpoint call goes there
     return slim
 
 

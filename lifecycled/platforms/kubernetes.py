@@ -14,6 +14,7 @@ from functools import partial
 
 from lifecycled import report
 from lifecycled.clients.aws import AwsClients
+from lifecycled.clients.checkpoint import CheckpointClient
 from lifecycled.clients.kube import EvictionBlocked, EvictOutcome, JsonDict, KubeClient
 from lifecycled.errors import ConflictError, NotFoundError, PermanentError, TemporaryError
 from lifecycled.jobs import Decision, decide
@@ -24,6 +25,7 @@ from lifecycled.pace import Evictions
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
 from lifecycled.platforms.kube_lb import LoadBalancers
+from lifecycled.platforms.kube_notice import PodNotices
 from lifecycled.platforms.kube_pods import PodRef, is_skipped, slim_pod
 from lifecycled.platforms.kube_preview import preview_pods
 from lifecycled.platforms.vacate import Items, Step, vacate_loop
@@ -167,7 +169,12 @@ def grace_for(setting: int | None, remaining: float) -> int | None:
 
 class KubernetesPlatform:
     def __init__(
-        self, kube: KubeClient, aws: AwsClients, settings: Settings, metrics: Metrics
+        self,
+        kube: KubeClient,
+        aws: AwsClients,
+        settings: Settings,
+        metrics: Metrics,
+        checkpoints: CheckpointClient | None = None,
     ) -> None:
         self._kube = kube
         self._settings = settings
@@ -180,6 +187,7 @@ class KubernetesPlatform:
         )
         self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
+        self._notices = PodNotices(kube, settings, metrics, self._events, checkpoints)
         self._evictions = Evictions(
             settings.drain.evictions_in_flight,
             settings.drain.eviction_settle_seconds,
@@ -314,6 +322,7 @@ class KubernetesPlatform:
             settings=self._settings,
             evictions=self._evictions,
             listing=self._listing,
+            notices=self._notices,
         )
         return await vacate_loop(
             pods,
@@ -349,6 +358,7 @@ class _Pods(Items[JsonDict]):
         settings: Settings,
         evictions: Evictions,
         listing: asyncio.Semaphore,
+        notices: PodNotices,
     ) -> None:
         self.where: dict[str, object] = {"node": node}
         self._node = node
@@ -364,6 +374,7 @@ class _Pods(Items[JsonDict]):
         self._hold_reported = False
         self._evictions = evictions
         self._listing = listing
+        self._notices = notices
         self._opened_at = asyncio.get_running_loop().time()
         self._settled = False
 
@@ -383,7 +394,9 @@ class _Pods(Items[JsonDict]):
             self._metrics.eviction_wait.labels("settle").observe(waited)
         async with self._listing:  # a storm's drains do not all parse their lists at once
             pods = await self._kube.list_pods_on_node(self._node)  # the client retries
-            return [slim_pod(p) for p in pods if not is_skipped(p)]
+            left = [slim_pod(p) for p in pods if not is_skipped(p)]
+        await self._notices.announce(self._node, self._drain.record, left)  # deadline first
+        return left
 
     async def first_listing(self, pods: list[JsonDict]) -> bool:
         """Load balancers first: no eviction until the node is out of them."""
@@ -437,8 +450,13 @@ class _Pods(Items[JsonDict]):
                 )
             return None
         if decision is Decision.REQUEUE:
-            return partial(self._requeue, pod)
-        return partial(self._evict, ref)
+            return partial(self._checkpointed, pod, partial(self._requeue, pod))
+        return partial(self._checkpointed, pod, partial(self._evict, ref))
+
+    async def _checkpointed(self, pod: JsonDict, step: Step) -> None:
+        """The pod's checkpoint call (if it asks for one), then its eviction or requeue."""
+        await self._notices.checkpoint(pod, self._node, self._drain)
+        await step()
 
     async def acting(self, pods: list[JsonDict]) -> None:
         stopping_waited = [p for p in pods if PodRef.of(p).uid in self._waiting]

@@ -22,6 +22,7 @@ NOT_IN_ECS_MODE = (
     "platforms/kubernetes.py",
     "platforms/kube_jobs.py",
     "platforms/kube_lb.py",
+    "replace.py",  # replace-ahead: wired for Kubernetes only
     "sources/imds.py",
     "clients/",
     "preflight.py",  # `lifecycled check`, not the service

@@ -85,12 +85,13 @@ async def build_stack(
     size: int,
     workloads: Workloads,
     heartbeat_timeout: int = 300,
+    tags: dict[str, str] | None = None,
 ) -> Stack:
     n = next(_names)
     queue = aws.create_queue(f"notices-{n}", dlq=True, max_receive_count=2)
     aws.route_events_to(queue)
     group = f"workers-{n}"
-    instances = aws.create_group(group, size=size, heartbeat_timeout=heartbeat_timeout)
+    instances = aws.create_group(group, size=size, heartbeat_timeout=heartbeat_timeout, tags=tags)
     machines = [Machine(i.id, i.private_dns_name, i.az) for i in instances]
     await seed(api, machines, workloads)
     expected = size + workloads.web_replicas + workloads.api_replicas + workloads.job_parallelism

@@ -252,7 +252,7 @@ The rules only requeueing uses (lifecycled/platforms/kube_jobs.py's _JobTarget, 
 {{- define "lifecycled.requeueRules" -}}
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "patch", "create", "delete"]
+  verbs: ["get", "create", "delete"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["patch", "create"]

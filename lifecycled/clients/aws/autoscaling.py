@@ -1,6 +1,9 @@
-"""Auto Scaling: lifecycle hooks (describe, heartbeat, complete)."""
+"""Auto Scaling: lifecycle hooks (describe, heartbeat, complete); replace-ahead's group
+reads, capacity and terminations."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from lifecycled.clients.aws.base import ServiceClient
 from lifecycled.errors import PermanentError
@@ -13,6 +16,16 @@ ACTION_GONE_MARKERS = ("No active Lifecycle Action", "No Lifecycle Action found"
 
 class HookActionGone(PermanentError):
     """The lifecycle action is no longer open: it timed out, or was completed already."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    name: str
+    desired: int
+    min_size: int
+    max_size: int
+    tags: dict[str, str]
+    instances: dict[str, str]  # instance id -> lifecycle state
 
 
 class AutoScalingClient(ServiceClient):
@@ -58,6 +71,45 @@ class AutoScalingClient(ServiceClient):
             InstanceId=instance_id,
             LifecycleActionResult=result,
             **_token(token),
+        )
+
+    async def group_of(self, instance_id: str) -> str | None:
+        """The Auto Scaling group the instance belongs to, or None."""
+        reply = await self._call("describe_auto_scaling_instances", InstanceIds=[instance_id])
+        for found in reply.get("AutoScalingInstances", []):
+            return str(found["AutoScalingGroupName"])
+        return None
+
+    async def describe_group(self, group: str) -> GroupInfo | None:
+        reply = await self._call("describe_auto_scaling_groups", AutoScalingGroupNames=[group])
+        for found in reply.get("AutoScalingGroups", []):
+            return GroupInfo(
+                name=group,
+                desired=int(found["DesiredCapacity"]),
+                min_size=int(found["MinSize"]),
+                max_size=int(found["MaxSize"]),
+                tags={str(t["Key"]): str(t.get("Value", "")) for t in found.get("Tags", [])},
+                instances={
+                    str(i["InstanceId"]): str(i.get("LifecycleState", ""))
+                    for i in found.get("Instances", [])
+                },
+            )
+        return None
+
+    async def set_desired_capacity(self, group: str, desired: int) -> None:
+        await self._call(
+            "set_desired_capacity",
+            AutoScalingGroupName=group,
+            DesiredCapacity=desired,
+            HonorCooldown=False,
+        )
+
+    async def terminate_in_group(self, instance_id: str) -> None:
+        """TerminateInstanceInAutoScalingGroup, the group's desired capacity decremented."""
+        await self._call(
+            "terminate_instance_in_auto_scaling_group",
+            InstanceId=instance_id,
+            ShouldDecrementDesiredCapacity=True,
         )
 
     async def groups_tagged(self, key: str, value: str | None) -> list[str]:
