@@ -19,8 +19,7 @@ locals {
     "TARGET_GROUP_PREFIX", var.target_group_name_prefix),
     "CLASSIC_ELB_NAME", var.classic_elb_name),
     "JOB_TASK_ROLES", var.job_task_role_prefix),
-    "CLUSTER", var.ecs_cluster_name),
-  "NOTIFY_TOPIC", var.notify_topic_name)
+  "CLUSTER", var.ecs_cluster_name)
   # The optional statements (by Sid), and the setting each needs.
   optional = {
     HandOffRequeuedJobsOnlyWithLifecycledRequeueQueueUrl    = var.requeue_queue_name
