@@ -114,8 +114,10 @@ class EventRecorder:
         metrics: Metrics | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hold: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._create = create
+        self._hold = hold  # awaited before each write: the platform's storm pacing
         self._patch = patch
         self._metrics = metrics or Metrics()
         self._limits = limits or Limits()
@@ -183,6 +185,8 @@ class EventRecorder:
             while True:
                 item = await queue.get()
                 try:
+                    if self._hold is not None:
+                        await self._hold()
                     await self._write(item)
                 except asyncio.CancelledError:
                     raise

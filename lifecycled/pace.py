@@ -130,6 +130,17 @@ class Evictions:
                 return now - start
             await asyncio.sleep(min(quiet_at, latest) - now)
 
+    async def quiet(self) -> None:
+        """Until no drain opened for `settle_seconds`, at most `settle_max_seconds`: what can
+        wait (Kubernetes Events) goes after a storm's cordons."""
+        loop = asyncio.get_running_loop()
+        latest = loop.time() + self._settle_max
+        while (now := loop.time()) < latest:
+            quiet_at = self._last_open + self._settle
+            if now >= quiet_at:
+                return
+            await asyncio.sleep(min(quiet_at, latest) - now)
+
     @asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
         """One eviction in flight; `deadline` (a timestamp) orders the waiters."""

@@ -182,17 +182,23 @@ class KubernetesPlatform:
         self._index = NodeIndex(
             kube, aws, settings.drain.node_cache_seconds, settings.scope.node_selector
         )
-        self.events = self._events = EventRecorder(
-            kube.create_event, kube.patch_event, metrics, limits_of(settings)
-        )
-        self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
-        self._balancers = LoadBalancers(kube, aws, settings, metrics)
-        self._notices = PodNotices(kube, settings, metrics, self._events, checkpoints)
         self._evictions = Evictions(
             settings.drain.evictions_in_flight,
             settings.drain.eviction_settle_seconds,
             settings.drain.eviction_settle_max_seconds,
         )
+        # Events wait while cordons are still coming: a storm's intake is CPU-bound on both
+        # ends, and two Events a notice would be two requests beside each cordon.
+        self.events = self._events = EventRecorder(
+            kube.create_event,
+            kube.patch_event,
+            metrics,
+            limits_of(settings),
+            hold=self._evictions.quiet,
+        )
+        self._jobs = JobRequeuer(kube, aws, settings, metrics, self._events)
+        self._balancers = LoadBalancers(kube, aws, settings, metrics)
+        self._notices = PodNotices(kube, settings, metrics, self._events, checkpoints)
         self._listing = asyncio.Semaphore(LISTS_AT_ONCE)
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
