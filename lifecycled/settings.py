@@ -110,8 +110,9 @@ class Queue(Group):
     """visibility timeout per receive; extended every half of it while a message is handled"""
     concurrency: int = Field(default=32, ge=1, validation_alias="message_concurrency")
     """messages handled at once (up to four times as many received and waiting)"""
-    receivers: int = Field(default=4, ge=1, le=32, validation_alias="queue_receivers")
-    """long polls in parallel, so a storm's receives overlap"""
+    receivers: int = Field(default=8, ge=1, le=32, validation_alias="queue_receivers")
+    """long polls in parallel, so a storm's receives overlap (8: a 1,000-warning storm's
+    notice-to-cordon p99 went from 2.2 s with 4 to 1.1 s)"""
     not_ours: Literal["delete", "release"] = "delete"
     """a notice about an instance that is not ours: `delete` it (a queue per cluster), or
     `release` it for the other handlers of a shared queue"""
