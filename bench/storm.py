@@ -170,8 +170,9 @@ class StormLog:
             self.finished.setdefault(instance, (at, str(entry.get("outcome"))))
         elif event == "lifecycle action completed":
             self.hook_completed.setdefault(instance, at)
-        ends = self.hook_completed if self.want_hooks else self.finished
-        if len(ends) >= len(self.watched):
+        # A drain closes its record after its hook: the storm is over when both are done.
+        hooks_done = not self.want_hooks or len(self.hook_completed) >= len(self.watched)
+        if hooks_done and len(self.finished) >= len(self.watched):
             self.done.set()
 
 
