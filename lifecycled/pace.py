@@ -15,11 +15,28 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 URGENT = 0  # cordons, drain records, node reads: the first call on a notice's path
 NORMAL = 1  # evictions, pod lists, jobs
+
+
+async def in_turn(items: Sequence[T], act: Callable[[T], Awaitable[None]], workers: int) -> None:
+    """`act` on every item, `workers` at a time: a task per worker, not per item (a storm's
+    drains hold tens of thousands of pending steps). `act` must not raise."""
+    queue = iter(items)
+
+    async def work() -> None:
+        for item in queue:
+            await act(item)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(min(max(1, workers), len(items))):
+            tg.create_task(work())
 
 
 class _Waiters:

@@ -25,6 +25,7 @@ from lifecycled.clients.kube import JsonDict, KubeClient
 from lifecycled.errors import NotFoundError, PermanentError, TemporaryError
 from lifecycled.kube_events import EventRecorder
 from lifecycled.observe import Metrics, fields
+from lifecycled.pace import in_turn
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_pods import CHECKPOINT_PORT_ANNOTATION, PodRef
 from lifecycled.record import PREFIX, DrainRecord
@@ -96,16 +97,7 @@ class PodNotices:
         todo = [p for p in pods if needs_notice(p, wanted)]
         if not todo:
             return
-        queue = iter(todo)
-
-        async def work() -> None:
-            for pod in queue:
-                await self._annotate(node, pod, wanted)
-
-        # A task per worker, not per pod: a storm's drains announce to 18,900 pods at once.
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(PATCHES_AT_ONCE, len(todo))):
-                tg.create_task(work())
+        await in_turn(todo, lambda pod: self._annotate(node, pod, wanted), PATCHES_AT_ONCE)
 
     async def _annotate(self, node: str, pod: JsonDict, wanted: dict[str, str]) -> None:
         ref = PodRef.of(pod)

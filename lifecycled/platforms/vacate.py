@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 
 from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
 from lifecycled.observe import Metrics, fields
+from lifecycled.pace import in_turn
 from lifecycled.platforms import DrainState
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ async def _passes(
             continue
         failures = 0
         if plan and not items.overlap and items.parallel:
-            await _in_turn(items, plan, items.parallel)
+            await in_turn(plan, lambda p: _guarded(items, *p), items.parallel)
             await pause(poll)
             continue
         started = []
@@ -184,20 +185,6 @@ async def _plan(
         if step is not None:
             plan.append((item, step))
     return plan
-
-
-async def _in_turn(items: Items[T], plan: list[tuple[T, Step]], workers: int) -> None:
-    """The pass's steps, `workers` at a time: a task per worker, not per item (a storm's
-    drains hold tens of thousands of pending evictions)."""
-    queue = iter(plan)
-
-    async def work() -> None:
-        for item, step in queue:
-            await _guarded(items, item, step)
-
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(min(workers, len(plan))):
-            tg.create_task(work())
 
 
 async def _guarded(items: Items[T], item: T, step: Step) -> None:
