@@ -182,6 +182,17 @@ class FaultProxy:
             body = await request.read()
         except ConnectionError:  # the client hung up while we were slow: nobody to answer
             return web.Response(status=499)
+        try:
+            return await self._forward(request, headers, body)
+        except aiohttp.ServerDisconnectedError:
+            # The upstream closed a kept-alive connection as we reused it (moto's server does):
+            # a gateway answer, not a proxy crash; the client retries as it would on a 502.
+            return web.Response(status=502)
+
+    async def _forward(
+        self, request: web.Request, headers: dict[str, str], body: bytes
+    ) -> web.StreamResponse:
+        assert self._session is not None
         async with self._session.request(
             request.method, self.upstream + request.path_qs, headers=headers, data=body
         ) as upstream:
