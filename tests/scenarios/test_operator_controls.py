@@ -494,6 +494,8 @@ async def test_nodes_outside_the_selector_are_not_ours(stack: Stack, service_for
             )
 
         await eventually(judged, within=30)
-        assert metric(service, "lifecycled_not_ours_messages_total", outcome="deleted") == 1
+        # At least: the rules also route other groups' late state changes (an earlier test's
+        # scale-in) to this queue, and those are not ours either.
+        assert metric(service, "lifecycled_not_ours_messages_total", outcome="deleted") >= 1
         assert not (await read_node(stack, outside.instance_id)).spec.unschedulable
         assert (await read_node(stack, inside.instance_id)).spec.unschedulable
