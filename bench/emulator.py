@@ -144,6 +144,63 @@ def evict_call(url: str, namespace: str, pod: str) -> Call:
     return call
 
 
+def read_node_call(url: str, node: str) -> Call:
+    async def call(session: aiohttp.ClientSession) -> int:
+        async with session.get(f"{url}/api/v1/nodes/{node}") as response:
+            await response.read()
+            return response.status
+
+    return call
+
+
+def annotate_call(url: str, namespace: str, pod: str, value: str) -> Call:
+    """As the service's deadline annotation: a strategic-merge patch of one annotation."""
+    body = json.dumps({"metadata": {"annotations": {"bench.lifecycled.io/mark": value}}})
+
+    async def call(session: aiohttp.ClientSession) -> int:
+        async with session.patch(
+            f"{url}/api/v1/namespaces/{namespace}/pods/{pod}",
+            data=body,
+            headers={"Content-Type": STRATEGIC},
+        ) as response:
+            await response.read()
+            return response.status
+
+    return call
+
+
+def event_call(url: str, node: str, serial: int) -> Call:
+    """As the service's Events: a core/v1 Event about a node, a new name each time."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    name = f"{node}.{serial:x}"
+    body = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": "default"},
+            "involvedObject": {"kind": "Node", "name": node, "namespace": ""},
+            "reason": "BenchCeiling",
+            "message": "load generator",
+            "type": "Normal",
+            "source": {"component": "bench"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+    )
+
+    async def call(session: aiohttp.ClientSession) -> int:
+        async with session.post(
+            f"{url}/api/v1/namespaces/default/events",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            await response.read()
+            return response.status
+
+    return call
+
+
 def cycle(make: Callable[[int], Call]) -> Iterator[Call]:
     i = 0
     while True:

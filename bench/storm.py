@@ -60,12 +60,15 @@ import aiohttp
 
 from bench.emulator import (
     Call,
+    annotate_call,
+    event_call,
     evict_call,
     eviction_targets,
     fire,
     list_call,
     node_names,
     patch_call,
+    read_node_call,
 )
 from devstack.aws.payloads import spot_interruption
 from devstack.aws.process import AwsStackProcess
@@ -81,7 +84,15 @@ SENDERS = 8  # threads publishing the notices
 CEILING_CONCURRENCY = 32  # as bench/emulator.py
 GROUP = "storm"
 # The three request kinds of the ceiling, as the emulator's summary names them.
-MIX = {"list": "list pods 200", "patch": "patch nodes 200", "evict": "evict pods/eviction"}
+# The service's request kinds the load generator fires, by their key at the emulator's count.
+MIX = {
+    "list": "list pods 200",
+    "patch": "patch nodes",
+    "read": "get nodes 200",
+    "evict": "evict pods/eviction",
+    "annotate": "patch pods",
+    "event": "create events",
+}
 
 
 @dataclass(frozen=True)
@@ -409,7 +420,7 @@ def weighted(weights: dict[str, int]) -> Iterator[str]:
 async def ceiling(
     kube: KubeApiProcess, weights: dict[str, int], avoid: set[str], seconds: float
 ) -> dict[str, Any]:
-    """The service's mix of the three kinds, from the minimal load generator, req/s.
+    """The service's mix of MIX's kinds, from the minimal load generator, req/s.
 
     In rounds, as bench/emulator.py does: eviction targets (Running, Ready pods, at most 20
     per Deployment, interleaved) are listed before each round, outside the measured time;
@@ -420,21 +431,30 @@ async def ceiling(
     async with aiohttp.ClientSession(connector=connector) as session:
         names = [n for n in await node_names(session, url) if n not in avoid]
         patched: Counter[str] = Counter()
-        counter = {"list": 0, "patch": 0}
+        counter = dict.fromkeys(weights, 0)
 
-        def calls(targets: Iterator[tuple[str, str]]) -> Iterator[Call]:
+        def calls(targets: list[tuple[str, str]]) -> Iterator[Call]:
+            # The service annotates a pod just before it evicts it: so does this, the same
+            # list in step, so neither kind runs out of live pods before the other.
+            evicting, annotating = iter(targets), iter(targets)
             for kind in weighted(weights):
-                if kind == "evict":
-                    target = next(targets, None)
-                    if target is None:
-                        return
-                    yield evict_call(url, *target)
-                    continue
                 i = counter[kind]
                 counter[kind] += 1
                 node = names[i % len(names)]
-                if kind == "list":
+                if kind in ("evict", "annotate"):
+                    target = next(evicting if kind == "evict" else annotating, None)
+                    if target is None:
+                        return
+                    if kind == "evict":
+                        yield evict_call(url, *target)
+                    else:
+                        yield annotate_call(url, *target, str(i))
+                elif kind == "list":
                     yield list_call(url, node)
+                elif kind == "read":
+                    yield read_node_call(url, node)
+                elif kind == "event":
+                    yield event_call(url, node, i)
                 else:
                     patched[node] += 1  # cordon, then uncordon on the next visit
                     yield patch_call(url, node, patched[node] % 2 == 1)
@@ -449,7 +469,7 @@ async def ceiling(
             targets = await eviction_targets(session, url, names, per_app=20)
             if not targets and "evict" in weights:
                 break
-            stream = calls(iter(targets))
+            stream = calls(targets)
             got, took = await fire(
                 session, stream, CEILING_CONCURRENCY, time.monotonic() + seconds - active
             )

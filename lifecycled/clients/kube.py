@@ -153,16 +153,24 @@ class KubeClient:
         method: Callable[..., Awaitable[Any]],
         *args: Any,
         never: tuple[type[TemporaryError], ...] = (ConflictError,),
+        parse: bool = True,
         **kwargs: Any,
     ) -> JsonDict:
         async def once() -> JsonDict:
-            return await self._once(operation, method, *args, **kwargs)
+            return await self._once(operation, method, parse, *args, **kwargs)
 
         return await retry(once, delays=self._delays, what=operation, never=never)
 
     async def _once(
-        self, operation: str, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+        self,
+        operation: str,
+        method: Callable[..., Awaitable[Any]],
+        parse: bool,
+        *args: Any,
+        **kwargs: Any,
     ) -> JsonDict:
+        """One call; `parse` False: the reply's body is not wanted (a storm's 20,000 pod
+        patches would each parse a whole pod only to drop it)."""
         priority = URGENT if operation in URGENT_OPERATIONS else NORMAL
         waited = time.monotonic()
         await self._limiter.take(priority)
@@ -185,7 +193,7 @@ class KubeClient:
                 if isinstance(error, TooManyRequests) and operation != "create_pod_eviction":
                     self._limiter.pause(error.delay or 1.0)  # priority and fairness: back off
                 raise error
-            result: JsonDict = json.loads(body) if body else {}
+            result: JsonDict = json.loads(body) if body and parse else {}
             return result
 
     # --- nodes -----------------------------------------------------------------------------
@@ -246,6 +254,7 @@ class KubeClient:
                 namespace,
                 body,
                 never=(ConflictError, TooManyRequests),
+                parse=False,
             )
         except NotFoundError:
             return EvictOutcome.GONE
@@ -256,25 +265,27 @@ class KubeClient:
     async def get_pod(self, namespace: str, name: str) -> JsonDict:
         return await self._request("read_pod", self._core.read_namespaced_pod, name, namespace)
 
-    async def patch_pod(self, namespace: str, name: str, patch: JsonDict) -> JsonDict:
-        return await self._request(
-            "patch_pod", self._core.patch_namespaced_pod, name, namespace, patch
+    async def patch_pod(self, namespace: str, name: str, patch: JsonDict) -> None:
+        await self._request(
+            "patch_pod", self._core.patch_namespaced_pod, name, namespace, patch, parse=False
         )
 
     async def create_pod(self, namespace: str, body: JsonDict) -> JsonDict:
         return await self._request("create_pod", self._core.create_namespaced_pod, namespace, body)
 
     async def delete_pod(self, namespace: str, name: str) -> None:
-        await self._request("delete_pod", self._core.delete_namespaced_pod, name, namespace)
+        await self._request(
+            "delete_pod", self._core.delete_namespaced_pod, name, namespace, parse=False
+        )
 
     # --- jobs ------------------------------------------------------------------------------
 
     async def get_job(self, namespace: str, name: str) -> JsonDict:
         return await self._request("read_job", self._batch.read_namespaced_job, name, namespace)
 
-    async def patch_job(self, namespace: str, name: str, patch: JsonDict) -> JsonDict:
-        return await self._request(
-            "patch_job", self._batch.patch_namespaced_job, name, namespace, patch
+    async def patch_job(self, namespace: str, name: str, patch: JsonDict) -> None:
+        await self._request(
+            "patch_job", self._batch.patch_namespaced_job, name, namespace, patch, parse=False
         )
 
     async def create_job(self, namespace: str, body: JsonDict) -> JsonDict:
@@ -308,10 +319,12 @@ class KubeClient:
         return bool((reply.get("status") or {}).get("allowed"))
 
     async def create_event(self, namespace: str, event: JsonDict) -> None:
-        await self._request("create_event", self._core.create_namespaced_event, namespace, event)
+        await self._request(
+            "create_event", self._core.create_namespaced_event, namespace, event, parse=False
+        )
 
     async def patch_event(self, namespace: str, name: str, patch: JsonDict) -> None:
         """An aggregated event: its count, last timestamp and newest message."""
         await self._request(
-            "patch_event", self._core.patch_namespaced_event, name, namespace, patch
+            "patch_event", self._core.patch_namespaced_event, name, namespace, patch, parse=False
         )

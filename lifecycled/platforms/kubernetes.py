@@ -401,6 +401,7 @@ class _Pods(Items[JsonDict]):
         async with self._listing:  # a storm's drains do not all parse their lists at once
             pods = await self._kube.list_pods_on_node(self._node)  # the client retries
             left = [slim_pod(p) for p in pods if not is_skipped(p)]
+            del pods  # the whole listing is not kept through the announcement's patches
         await self._notices.announce(self._node, self._drain.record, left)  # deadline first
         return left
 
