@@ -21,9 +21,8 @@ def slim_pod(pod: JsonDict) -> JsonDict:
     these between passes (18,900 at 1,000 warnings), so nothing else is kept: no labels, no
     foreign annotations, no second owner; and only new small dicts, so none of the listing's
     parse stays alive behind them. The parts most pods have alike (the controller, the grace
-    period, the phase) are one shared object each (`_shared`), never written to (the
-    deadline annotation updates only a pod's own metadata). A requeue reads the whole pod
-    afresh."""
+    period, the phase) are one shared object each (`_shared`): nothing writes to a slim pod.
+    A requeue reads the whole pod afresh."""
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     slim_meta = {k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta}
     if "namespace" in meta:

@@ -47,7 +47,7 @@ def test_pods_alike_share_their_owner_grace_and_phase_but_not_their_metadata() -
     assert one["metadata"]["ownerReferences"] is two["metadata"]["ownerReferences"]
     assert one["spec"] is two["spec"] and one["status"] is two["status"]
     assert one["metadata"] is not two["metadata"]
-    # The deadline annotation writes a pod's own metadata: the other pod does not see it.
+    # A pod's metadata is its own: a write to one is not seen by the other.
     one["metadata"].setdefault("annotations", {})["lifecycled.io/interruption-deadline"] = "t"
     assert "lifecycled.io/interruption-deadline" not in two["metadata"]["annotations"]
 
