@@ -20,8 +20,9 @@ def slim_pod(pod: JsonDict) -> JsonDict:
     our annotations, its grace period and phase. A storm's drains keep tens of thousands of
     these between passes (18,900 at 1,000 warnings), so nothing else is kept: no labels, no
     foreign annotations, no second owner; and only new small dicts, so none of the listing's
-    parse stays alive behind them. The parts most pods have alike (the controller, the grace
-    period, the phase) are one shared object each (`_shared`): nothing writes to a slim pod.
+    parse stays alive behind them. The parts most pods have alike (our annotations, the
+    controller, the grace period, the phase) are one shared object each (`_shared`): nothing
+    writes to a slim pod.
     A requeue reads the whole pod afresh."""
     meta, spec = pod.get("metadata", {}), pod.get("spec", {})
     slim_meta = {k: meta[k] for k in ("name", "uid", "deletionTimestamp") if k in meta}
@@ -29,8 +30,8 @@ def slim_pod(pod: JsonDict) -> JsonDict:
         slim_meta["namespace"] = sys.intern(str(meta["namespace"]))  # a few, shared by all
     annotations = meta.get("annotations") or {}
     kept = {k: v for k, v in annotations.items() if k.startswith(READ_ANNOTATIONS)}
-    if kept:
-        slim_meta["annotations"] = kept
+    if kept:  # after the deadline annotation, a drain's pods all carry the same two
+        slim_meta["annotations"] = _shared(("annotations", *sorted(kept.items())), kept)
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
             owner = {"kind": ref.get("kind"), "name": ref.get("name"), "controller": True}

@@ -46,10 +46,20 @@ def test_pods_alike_share_their_owner_grace_and_phase_but_not_their_metadata() -
     one, two = slim_pod(listed("web-1")), slim_pod(listed("web-2"))
     assert one["metadata"]["ownerReferences"] is two["metadata"]["ownerReferences"]
     assert one["spec"] is two["spec"] and one["status"] is two["status"]
+    assert one["metadata"]["annotations"] is two["metadata"]["annotations"]
     assert one["metadata"] is not two["metadata"]
     # A pod's metadata is its own: a write to one is not seen by the other.
-    one["metadata"].setdefault("annotations", {})["lifecycled.io/interruption-deadline"] = "t"
-    assert "lifecycled.io/interruption-deadline" not in two["metadata"]["annotations"]
+    one["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    assert "deletionTimestamp" not in two["metadata"]
+
+
+def test_different_annotations_are_not_shared() -> None:
+    plain = listed("web-6")
+    plain["metadata"]["annotations"] = {"lifecycled.io/job-idempotent": "false"}
+    assert slim_pod(plain)["metadata"]["annotations"] == {"lifecycled.io/job-idempotent": "false"}
+    assert slim_pod(listed("web-7"))["metadata"]["annotations"] == {
+        "lifecycled.io/job-idempotent": "true"
+    }
 
 
 def test_different_owners_and_phases_are_not_confused() -> None:
