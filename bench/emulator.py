@@ -106,99 +106,61 @@ async def fire(
     return samples, time.monotonic() - started
 
 
-def list_call(url: str, node: str) -> Call:
+def request_call(method: str, url: str, body: str | None = None, content_type: str = "") -> Call:
+    """One request, its reply read whole (as a client's would be); the call returns the status."""
+    headers = {"Content-Type": content_type} if content_type else {}
+
     async def call(session: aiohttp.ClientSession) -> int:
-        params = {"fieldSelector": f"spec.nodeName={node}"}
-        async with session.get(f"{url}/api/v1/pods", params=params) as response:
+        async with session.request(method, url, data=body, headers=headers) as response:
             await response.read()
             return response.status
 
     return call
+
+
+def list_call(url: str, node: str) -> Call:
+    return request_call("GET", f"{url}/api/v1/pods?fieldSelector=spec.nodeName%3D{node}")
 
 
 def patch_call(url: str, node: str, unschedulable: bool) -> Call:
     body = json.dumps({"spec": {"unschedulable": unschedulable}})
-
-    async def call(session: aiohttp.ClientSession) -> int:
-        async with session.patch(
-            f"{url}/api/v1/nodes/{node}", data=body, headers={"Content-Type": STRATEGIC}
-        ) as response:
-            await response.read()
-            return response.status
-
-    return call
+    return request_call("PATCH", f"{url}/api/v1/nodes/{node}", body, STRATEGIC)
 
 
 def evict_call(url: str, namespace: str, pod: str) -> Call:
     body = json.dumps({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod}})
-
-    async def call(session: aiohttp.ClientSession) -> int:
-        async with session.post(
-            f"{url}/api/v1/namespaces/{namespace}/pods/{pod}/eviction",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as response:
-            await response.read()
-            return response.status
-
-    return call
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/eviction"
+    return request_call("POST", url + path, body, "application/json")
 
 
 def read_node_call(url: str, node: str) -> Call:
-    async def call(session: aiohttp.ClientSession) -> int:
-        async with session.get(f"{url}/api/v1/nodes/{node}") as response:
-            await response.read()
-            return response.status
-
-    return call
+    return request_call("GET", f"{url}/api/v1/nodes/{node}")
 
 
 def annotate_call(url: str, namespace: str, pod: str, value: str) -> Call:
     """As the service's deadline annotation: a strategic-merge patch of one annotation."""
     body = json.dumps({"metadata": {"annotations": {"bench.lifecycled.io/mark": value}}})
-
-    async def call(session: aiohttp.ClientSession) -> int:
-        async with session.patch(
-            f"{url}/api/v1/namespaces/{namespace}/pods/{pod}",
-            data=body,
-            headers={"Content-Type": STRATEGIC},
-        ) as response:
-            await response.read()
-            return response.status
-
-    return call
+    return request_call("PATCH", f"{url}/api/v1/namespaces/{namespace}/pods/{pod}", body, STRATEGIC)
 
 
 def event_call(url: str, node: str, serial: int) -> Call:
     """As the service's Events: a core/v1 Event about a node, a new name each time."""
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    name = f"{node}.{serial:x}"
-    body = json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"name": name, "namespace": "default"},
-            "involvedObject": {"kind": "Node", "name": node, "namespace": ""},
-            "reason": "BenchCeiling",
-            "message": "load generator",
-            "type": "Normal",
-            "source": {"component": "bench"},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
-    )
-
-    async def call(session: aiohttp.ClientSession) -> int:
-        async with session.post(
-            f"{url}/api/v1/namespaces/default/events",
-            data=body,
-            headers={"Content-Type": "application/json"},
-        ) as response:
-            await response.read()
-            return response.status
-
-    return call
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{node}.{serial:x}", "namespace": "default"},
+        "involvedObject": {"kind": "Node", "name": node, "namespace": ""},
+        "reason": "BenchCeiling",
+        "message": "load generator",
+        "type": "Normal",
+        "source": {"component": "bench"},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+    body = json.dumps(event)
+    return request_call("POST", f"{url}/api/v1/namespaces/default/events", body, "application/json")
 
 
 def cycle(make: Callable[[int], Call]) -> Iterator[Call]:
