@@ -188,14 +188,23 @@ async def test_a_hanging_checkpoint_delays_the_eviction_by_at_most_the_cap(
 REPLACE_TAG = "lifecycled.io/replace-ahead"
 
 
-async def test_replace_ahead_brings_an_eleventh_node_ready_before_the_evictions(
-    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
-) -> None:
+async def replace_ahead_group(
+    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient, boot_seconds: float
+) -> tuple[Stack, NodeJoiner]:
+    """A 10-node group tagged for replace-ahead; its new instances join as Ready nodes
+    `boot_seconds` after launch (while the joiner runs)."""
     stack = await build_stack(
         aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
     )
-    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=1.0)
+    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=boot_seconds)
     joiner.adopt(stack.machines)
+    return stack, joiner
+
+
+async def test_replace_ahead_brings_an_eleventh_node_ready_before_the_evictions(
+    aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
+) -> None:
+    stack, joiner = await replace_ahead_group(aws_env, kube, api, boot_seconds=1.0)
     victim = stack.machines[0]
     doomed = {p.metadata.name for p in await pods_on(api, victim.private_dns_name)}
     doomed -= {
@@ -257,12 +266,8 @@ async def test_replace_ahead_brings_an_eleventh_node_ready_before_the_evictions(
 async def test_replace_ahead_raises_once_across_a_restart(
     aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
 ) -> None:
-    stack = await build_stack(
-        aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
-    )
     # A slow boot: the drain is still waiting for the replacement when the service stops.
-    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=6.0)
-    joiner.adopt(stack.machines)
+    stack, joiner = await replace_ahead_group(aws_env, kube, api, boot_seconds=6.0)
     victim = stack.machines[0]
     core = client.CoreV1Api(api)
     settings = stack.settings(replace_ahead=True, replace_ahead_interval_seconds=0.5)
@@ -312,13 +317,9 @@ async def test_replace_ahead_raises_once_across_a_restart(
 async def test_a_storm_raises_a_group_once_and_never_above_its_max_size(
     aws_env: AwsStack, kube: KubeApiServer, api: client.ApiClient
 ) -> None:
-    stack = await build_stack(
-        aws_env, kube, api, size=10, workloads=SMALL, tags={REPLACE_TAG: "true"}
-    )
+    stack, joiner = await replace_ahead_group(aws_env, kube, api, boot_seconds=0.5)
     autoscaling = stack.aws.boto3_client("autoscaling")
     autoscaling.update_auto_scaling_group(AutoScalingGroupName=stack.group, MaxSize=12)
-    joiner = NodeJoiner(aws_env, api, stack.group, boot_seconds=0.5)
-    joiner.adopt(stack.machines)
     warned = stack.machines[:3]
     async with joiner.running(), running(stack.settings(replace_ahead=True)) as service:
         for machine in warned:
