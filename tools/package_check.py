@@ -904,7 +904,12 @@ def wheel(_: argparse.Namespace) -> None:
             expect(tops == {"lifecycled", info}, f"the wheel holds more than lifecycled: {tops}")
             expect(whl.read(f"{info}/top_level.txt").split() == [b"lifecycled"], "top_level.txt")
             expect(not [n for n in names if "devstack" in n], "the wheel holds devstack files")
-            for needed in ("lifecycled/py.typed", "lifecycled/rules.py", "lifecycled/cli.py"):
+            for needed in (
+                "lifecycled/py.typed",
+                "lifecycled/rules.py",
+                "lifecycled/cli.py",
+                "lifecycled/clients/aws/models/ec2/2016-11-15/service-2.json",
+            ):
                 expect(needed in names, f"the wheel lacks {needed}")
             for name in names:
                 if name.endswith(".py"):

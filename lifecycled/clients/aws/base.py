@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from aiobotocore.config import AioConfig
@@ -28,6 +29,10 @@ from lifecycled.observe import Metrics
 from lifecycled.settings import Settings
 
 T = TypeVar("T")
+
+# Service models cut down to the operations we call (tools/aws_models.py): EC2's whole
+# model costs ~15 MiB for one operation. botocore reads its data path before its own.
+TRIMMED_MODELS = Path(__file__).resolve().parent / "models"
 
 TEMPORARY_CODES = frozenset(
     {
@@ -115,6 +120,7 @@ async def open_clients(
 ) -> AsyncIterator[dict[str, Any]]:
     """aiobotocore clients for `services`, by service name, open until the context ends."""
     session = get_session()
+    _add_trimmed_models(session)
     region = region_of(settings)
     # A connection per notice handled at once (botocore's default is 10: a storm's calls
     # would queue for one inside the call's timeout).
@@ -144,6 +150,13 @@ async def open_clients(
             except NoRegionError as exc:
                 raise ConfigError(f"AWS: {exc} (set LIFECYCLED_REGION or AWS_REGION)") from exc
         yield clients
+
+
+def _add_trimmed_models(session: Any) -> None:
+    """Our trimmed models after the user's own data path (AWS_DATA_PATH), if any."""
+    theirs = session.get_config_variable("data_path")
+    paths = [p for p in (theirs, str(TRIMMED_MODELS)) if p]
+    session.set_config_variable("data_path", os.pathsep.join(paths))
 
 
 def region_of(settings: Settings) -> str | None:
