@@ -7,7 +7,8 @@
 - `Evictions`: evictions cluster-wide are capped in flight, nearest deadline first; and none
   starts while cordons are still coming (`settle_seconds` after the last drain opened, at
   most `settle_max_seconds`), so evicted pods are not rescheduled onto nodes that are warned
-  a moment later.
+  a moment later. Drains' passes take turns the same way (as many at once as evictions fly,
+  nearest deadline first): a storm's other drains wait holding nothing but their record.
 """
 
 from __future__ import annotations
@@ -118,13 +119,42 @@ class RateLimiter:
             await asyncio.sleep(0)  # let the woken caller send before the next
 
 
+class _Gate:
+    """At most `size` holders at once; waiters enter in priority order (lowest first)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = max(1, size)
+        self._waiters = _Waiters()
+
+    async def enter(self, priority: float) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        future = self._waiters.add(priority)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.leave()  # we were let in as we were cancelled
+            raise
+
+    def leave(self) -> None:
+        future = self._waiters.pop()
+        if future is None:
+            self._free += 1
+        else:
+            future.set_result(None)
+
+
 class Evictions:
     """Evictions across every drain: at most `in_flight` at once, nearest deadline first,
-    and none before the storm's cordons have settled."""
+    and none before the storm's cordons have settled. Drains take turns as well (`turn`):
+    as many drains work at once as evictions fly, so the thousand others of a storm wait
+    holding no pod list, no plan and no waiting step."""
 
     def __init__(self, in_flight: int, settle_seconds: float, settle_max_seconds: float) -> None:
-        self._free = max(1, in_flight)
-        self._waiters = _Waiters()
+        self._slots = _Gate(in_flight)
+        self._turns = _Gate(in_flight)
         self._settle = settle_seconds
         self._settle_max = settle_max_seconds
         self._last_open = float("-inf")
@@ -161,24 +191,24 @@ class Evictions:
     @asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[None]:
         """One eviction in flight; `deadline` (a timestamp) orders the waiters."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-        else:
-            future = self._waiters.add(deadline)
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._hand_on()  # we were given the slot as we were cancelled
-                raise
+        await self._slots.enter(deadline)
         try:
             yield
         finally:
-            self._hand_on()
+            self._slots.leave()
 
-    def _hand_on(self) -> None:
-        future = self._waiters.pop()
-        if future is None:
-            self._free += 1
-        else:
-            future.set_result(None)
+    @asynccontextmanager
+    async def turn(self, deadline: float, until: float) -> AsyncIterator[None]:
+        """One drain's pass; `deadline` (a timestamp) orders the waiters. At `until` (loop
+        time: the drain's cutoff) the pass goes ahead without a turn, to end the drain."""
+        granted = True
+        try:
+            async with asyncio.timeout_at(until):
+                await self._turns.enter(deadline)
+        except TimeoutError:
+            granted = False
+        try:
+            yield
+        finally:
+            if granted:
+                self._turns.leave()

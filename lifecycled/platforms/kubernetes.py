@@ -202,6 +202,7 @@ class KubernetesPlatform:
         self._balancers = LoadBalancers(kube, aws, settings, metrics)
         self._notices = PodNotices(kube, settings, metrics, self._events, checkpoints)
         self._listing = asyncio.Semaphore(LISTS_AT_ONCE)
+        self._announcing = asyncio.Semaphore(LISTS_AT_ONCE)  # the first listings: `prepare`
 
     async def resolve(self, instance_id: InstanceId) -> str | None:
         return await self._index.node_for(instance_id)
@@ -330,8 +331,10 @@ class KubernetesPlatform:
             settings=self._settings,
             evictions=self._evictions,
             listing=self._listing,
+            announcing=self._announcing,
             notices=self._notices,
         )
+        await pods.prepare()
         return await vacate_loop(
             pods,
             drain,
@@ -379,6 +382,7 @@ class _Pods(Items[JsonDict]):
         settings: Settings,
         evictions: Evictions,
         listing: asyncio.Semaphore,
+        announcing: asyncio.Semaphore,
         notices: PodNotices,
     ) -> None:
         self.where: dict[str, object] = {"node": node}
@@ -395,9 +399,10 @@ class _Pods(Items[JsonDict]):
         self._hold_reported = False
         self._evictions = evictions
         self._listing = listing
+        self._announcing = announcing
         self._notices = notices
         self._opened_at = asyncio.get_running_loop().time()
-        self._settled = False
+        self._out_of_balancers = False
 
     def key(self, pod: JsonDict) -> str:
         return PodRef.of(pod).uid
@@ -405,23 +410,47 @@ class _Pods(Items[JsonDict]):
     def label(self, pod: JsonDict) -> str:
         return f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
 
+    async def prepare(self) -> None:
+        """Before the passes, outside any turn: wait for a storm's cordons to settle, tell the
+        pods their deadline, take the node out of its load balancers. A storm's drains do it
+        LISTS_AT_ONCE at a time and keep nothing of it; a failed listing leaves it to the
+        first pass."""
+        # Cordon every doomed node before evicting from any: a pod evicted now would be
+        # rescheduled onto a node whose warning is a moment behind.
+        waited = await self._evictions.settled(self._opened_at, self._drain.cutoff())
+        self._metrics.eviction_wait.labels("settle").observe(waited)
+        try:
+            async with self._announcing:
+                pods = await self._listed()
+                await self._notices.announce(self._node, self._drain.record, pods)
+        except TemporaryError as exc:
+            log.warning(
+                "could not list the node's pods before its drain; its first pass will",
+                extra=fields(node=self._node, error=str(exc)),
+            )
+            return
+        await self.first_listing(pods)
+
+    def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._evictions.turn(self._drain.record.deadline.timestamp(), self._drain.cutoff())
+
     async def left(self) -> list[JsonDict]:
-        if not self._settled:
-            # Cordon every doomed node before evicting from any: a pod evicted now would be
-            # rescheduled onto a node whose warning is a moment behind. Waited before the
-            # first listing, so a storm's thousand drains hold no pod lists meanwhile.
-            self._settled = True
-            waited = await self._evictions.settled(self._opened_at, self._drain.cutoff())
-            self._metrics.eviction_wait.labels("settle").observe(waited)
         async with self._listing:  # a storm's drains do not all parse their lists at once
-            pods = await self._kube.list_pods_on_node(self._node)  # the client retries
-            left = [slim_pod(p) for p in pods if not is_skipped(p)]
-            del pods  # the whole listing is not kept through the announcement's patches
+            left = await self._listed()
         await self._notices.announce(self._node, self._drain.record, left)  # deadline first
         return left
 
+    async def _listed(self) -> list[JsonDict]:
+        """The pods that must go, slim: the whole listing is dropped on return."""
+        pods = await self._kube.list_pods_on_node(self._node)  # the client retries
+        return [slim_pod(p) for p in pods if not is_skipped(p)]
+
     async def first_listing(self, pods: list[JsonDict]) -> bool:
-        """Load balancers first: no eviction until the node is out of them."""
+        """Load balancers first: no eviction until the node is out of them (done once, by
+        `prepare` unless its listing failed)."""
+        if self._out_of_balancers:
+            return False
+        self._out_of_balancers = True
         waited = await self._balancers.take_out(self._node, self._drain, pods)
         if waited:
             self._events.node(self._node, report.LB_LEFT, "out of its load balancers; evicting")

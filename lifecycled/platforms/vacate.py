@@ -1,8 +1,9 @@
 """The vacate loop, one for every platform: move the work off a target until none is left.
 
 A pass: list what is left -> at the cutoff, stop (the items left are logged) -> decide per
-item -> act, in parallel -> wait `drain_poll_seconds` (never past the cutoff). True once
-nothing is left, False when the cutoff passed first.
+item -> act, in parallel -> wait `drain_poll_seconds` (never past the cutoff). Each pass runs
+inside the platform's `turn` (Kubernetes: drains take turns in a storm), the wait outside.
+True once nothing is left, False when the cutoff passed first.
 
 The platform supplies the items (pods on a node, tasks on a container instance) through
 `Items`: how to list, name and decide about them, and a few hooks. An item's step that fails
@@ -15,8 +16,10 @@ bookkeeping. A PermanentError ends the vacate (and the drain, as failed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from lifecycled.errors import LifecycledError, PermanentError, TemporaryError
@@ -75,6 +78,11 @@ class Items(Protocol[T]):
         """A pass is about to start steps for these items."""
         return None
 
+    def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Entered around each pass, its listing to its last step (Kubernetes: a storm's
+        drains take turns, so the waiting ones hold no listing)."""
+        return contextlib.nullcontext()
+
 
 async def vacate_loop(
     items: Items[T],
@@ -102,6 +110,12 @@ async def vacate_loop(
     raise error
 
 
+@dataclass(slots=True)
+class _Passes:
+    first: bool = True
+    failures: int = 0  # passes failed in a row
+
+
 async def _passes(
     items: Items[T],
     drain: DrainState,
@@ -113,62 +127,78 @@ async def _passes(
     metrics: Metrics,
 ) -> bool:
     loop = asyncio.get_running_loop()
-    first = True
-    failures = 0  # passes failed in a row
-
-    async def pause(seconds: float) -> None:
-        await asyncio.sleep(min(seconds, max(0.0, drain.cutoff() - loop.time())))
-
+    passes = _Passes()
     while True:
-        try:
-            # Steps that ended before this listing: their effect shows in it. One that ends
-            # while we list may not (a stale listing): it counts as running for one more pass.
-            settled = {key for key, task in running.items() if task.done()}
-            listed = await items.left()
-            if first:
-                first = False
-                if await items.first_listing(listed):
-                    continue  # time passed: list again
-            items.seen(listed)
-            if not listed:
-                return True
-            if loop.time() >= drain.cutoff():
-                log.warning(
-                    f"drain deadline reached with {items.noun}s left",
-                    extra=fields(
-                        **items.where,
-                        **{f"{items.noun}s": [items.label(i) for i in listed][:20]},
-                    ),
-                )
-                return False
-            plan = await _plan(items, listed, running, settled)
-            if plan:
-                await items.acting([item for item, _ in plan])
-        except TemporaryError as exc:
-            if loop.time() >= drain.cutoff():
-                raise  # no pass left before the cutoff: the drain decides
-            delay = exc.delay or delays[min(failures, len(delays) - 1)]
-            failures += 1
-            metrics.drain_errors.labels(drain.record.kind, "temporary").inc()
-            log.warning(
-                "drain pass failed; will retry",
-                extra=fields(**items.where, attempt=failures, delay=delay, error=str(exc)),
+        async with items.turn():
+            outcome = await _pass(
+                items, drain, tg, running, passes, poll=poll, delays=delays, metrics=metrics
             )
-            await pause(delay)
-            continue
-        failures = 0
-        if plan and not items.overlap and items.parallel:
-            await in_turn(plan, lambda p: _guarded(items, *p), items.parallel)
-            await pause(poll)
-            continue
-        started = []
-        for item, step in plan:
-            key = items.key(item)
-            running[key] = tg.create_task(_guarded(items, item, step), name=f"vacate-{key}")
-            started.append(running[key])
-        if started and not items.overlap:
-            await asyncio.wait(started)
-        await pause(poll)
+        if isinstance(outcome, bool):
+            return outcome
+        await asyncio.sleep(min(outcome, max(0.0, drain.cutoff() - loop.time())))
+
+
+async def _pass(
+    items: Items[T],
+    drain: DrainState,
+    tg: asyncio.TaskGroup,
+    running: dict[str, asyncio.Task[None]],
+    passes: _Passes,
+    *,
+    poll: float,
+    delays: Sequence[float],
+    metrics: Metrics,
+) -> bool | float:
+    """One pass: True/False when the vacate is over, else the seconds to pause before the next
+    (never past the cutoff)."""
+    loop = asyncio.get_running_loop()
+    try:
+        # Steps that ended before this listing: their effect shows in it. One that ends
+        # while we list may not (a stale listing): it counts as running for one more pass.
+        settled = {key for key, task in running.items() if task.done()}
+        listed = await items.left()
+        if passes.first:
+            passes.first = False
+            if await items.first_listing(listed):
+                return 0.0  # time passed: list again
+        items.seen(listed)
+        if not listed:
+            return True
+        if loop.time() >= drain.cutoff():
+            log.warning(
+                f"drain deadline reached with {items.noun}s left",
+                extra=fields(
+                    **items.where,
+                    **{f"{items.noun}s": [items.label(i) for i in listed][:20]},
+                ),
+            )
+            return False
+        plan = await _plan(items, listed, running, settled)
+        if plan:
+            await items.acting([item for item, _ in plan])
+    except TemporaryError as exc:
+        if loop.time() >= drain.cutoff():
+            raise  # no pass left before the cutoff: the drain decides
+        delay = exc.delay or delays[min(passes.failures, len(delays) - 1)]
+        passes.failures += 1
+        metrics.drain_errors.labels(drain.record.kind, "temporary").inc()
+        log.warning(
+            "drain pass failed; will retry",
+            extra=fields(**items.where, attempt=passes.failures, delay=delay, error=str(exc)),
+        )
+        return delay
+    passes.failures = 0
+    if plan and not items.overlap and items.parallel:
+        await in_turn(plan, lambda p: _guarded(items, *p), items.parallel)
+        return poll
+    started = []
+    for item, step in plan:
+        key = items.key(item)
+        running[key] = tg.create_task(_guarded(items, item, step), name=f"vacate-{key}")
+        started.append(running[key])
+    if started and not items.overlap:
+        await asyncio.wait(started)
+    return poll
 
 
 async def _plan(

@@ -76,3 +76,58 @@ async def test_events_wait_while_drains_keep_opening_and_no_longer_than_the_cap(
     await evictions.quiet()  # never quiet: the cap ends the wait
     opener.cancel()
     assert 0.55 <= loop.time() - started < 0.9
+
+
+async def test_drains_take_turns_nearest_deadline_first() -> None:
+    loop = asyncio.get_running_loop()
+    evictions = Evictions(in_flight=2, settle_seconds=0, settle_max_seconds=0)
+    order: list[float] = []
+    inside = 0
+    most = 0
+
+    async def drain_pass(deadline: float) -> None:
+        nonlocal inside, most
+        async with evictions.turn(deadline, until=loop.time() + 5):
+            inside += 1
+            most = max(most, inside)
+            order.append(deadline)
+            await asyncio.sleep(0.02)
+            inside -= 1
+
+    first = [asyncio.create_task(drain_pass(d)) for d in (90.0, 80.0)]
+    await asyncio.sleep(0)
+    later = [asyncio.create_task(drain_pass(d)) for d in (30.0, 10.0, 20.0)]
+    await asyncio.gather(*first, *later)
+    assert most == 2
+    assert order == [90.0, 80.0, 10.0, 20.0, 30.0]
+
+
+async def test_a_pass_waiting_for_its_turn_goes_ahead_at_its_cutoff() -> None:
+    loop = asyncio.get_running_loop()
+    evictions = Evictions(in_flight=1, settle_seconds=0, settle_max_seconds=0)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with evictions.turn(1.0, until=loop.time() + 5):
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await holding.wait()
+    started = loop.time()
+    async with evictions.turn(2.0, until=loop.time() + 0.1):
+        waited = loop.time() - started  # no turn was free: the cutoff let it in
+    assert 0.09 <= waited < 0.5
+    release.set()
+    await holder
+    # It took no turn, so it gave none back: still one pass at a time.
+    holding.clear()
+    release.clear()
+    async with evictions.turn(3.0, until=loop.time() + 5):
+        blocked = asyncio.create_task(hold())
+        await asyncio.sleep(0.05)
+        assert not holding.is_set()  # the next pass waits for this turn
+    await asyncio.wait_for(holding.wait(), 1)
+    release.set()
+    await blocked

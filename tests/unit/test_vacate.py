@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -196,3 +198,46 @@ async def test_overlapping_steps_run_across_passes_and_are_cancelled_at_the_end(
     assert sorted(items.steps) == ["quick", "slow"]
     assert items.listings > 3
     assert items.finished == ["quick"]  # the slow one's step was cancelled, not awaited
+
+
+async def test_each_pass_runs_inside_a_turn_and_pauses_outside() -> None:
+    class Turns(Fake):
+        def __init__(self, *names: str) -> None:
+            super().__init__(*names)
+            self.inside = False
+            self.turns = 0
+            self.outside_turn: list[str] = []  # listings or steps seen outside a turn
+
+        @contextlib.asynccontextmanager
+        async def _turn(self) -> AsyncIterator[None]:
+            self.turns += 1
+            self.inside = True
+            try:
+                yield
+            finally:
+                self.inside = False
+
+        def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+            return self._turn()
+
+        async def left(self) -> list[str]:
+            if not self.inside:
+                self.outside_turn.append("listing")
+            return await super().left()
+
+    items = Turns("a", "b")
+    items.step_errors = {"b": [TemporaryError("HTTP 500")]}
+    paused_inside: list[bool] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        if seconds > 0:  # the pauses between passes (the fake's steps sleep 0)
+            paused_inside.append(items.inside)
+        await real_sleep(seconds)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("lifecycled.platforms.vacate.asyncio.sleep", sleep)
+        assert await run(items, Drain()) is True
+    assert items.turns == items.listings == 3
+    assert items.outside_turn == []
+    assert paused_inside and not any(paused_inside)
