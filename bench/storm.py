@@ -1,8 +1,12 @@
 """A storm: K interruption notices at once on a large cluster, the real service as a subprocess.
 
 The emulators run in processes of their own (`KubeApiProcess`, `AwsStackProcess`), the
-service (`lifecycled run`, its default settings) in a third; this process only seeds,
+service (`lifecycled run`, its default settings but one) in a third; this process only seeds,
 publishes, watches the service's JSON log and samples /proc and the emulators' counters.
+
+The one setting: the service's Kubernetes request budget (LIFECYCLED_KUBE_API_QPS, 1,000/s
+by default) is off unless `--kube-api-qps` sets it. The benchmark measures the handler against
+the emulator's ceiling; with the budget on, the achieved rate is the budget, not the handler.
 
 Scenarios:
 
@@ -31,6 +35,7 @@ CPU seconds (from /proc), the emulators' CPU; evictions per doomed pod (1.0 idea
     python -m bench.storm --scenario hooks     # 600 nodes, 300 lifecycle hooks with jobs
     python -m bench.storm --short              # 40 nodes, 10 warnings: CI, under a minute
     python -m bench.storm --runs 3             # medians of three runs
+    python -m bench.storm --kube-api-qps 1000  # with the service's default request budget
 
 Writes bench/results/storm.json (storm-hooks.json for hooks; -short for --short). No timing
 targets: exits 1 only when no drain finished, or the service crashed.
@@ -104,6 +109,7 @@ class Scenario:
     job_seconds: tuple[float, float] = (0.0, 0.0)  # hooks: each held job ends in this window
     ceiling_seconds: float = 10.0
     timeout: float = 300.0  # longest wait for every drain, from the first notice
+    kube_api_qps: float = 0.0  # the service's LIFECYCLED_KUBE_API_QPS (0: no budget)
 
 
 def scenario(args: argparse.Namespace) -> Scenario:
@@ -122,6 +128,7 @@ def scenario(args: argparse.Namespace) -> Scenario:
         base.job_seconds,
         args.ceiling_seconds or base.ceiling_seconds,
         base.timeout,
+        args.kube_api_qps,
     )
 
 
@@ -534,6 +541,7 @@ async def run_once(sc: Scenario, index: int) -> dict[str, Any]:
             "KUBECONFIG": str(kube.kubeconfig),
             # The service's own default (service_process sets 0.5 s for the demos).
             "LIFECYCLED_DRAIN_POLL_SECONDS": "1.0",
+            "LIFECYCLED_KUBE_API_QPS": str(sc.kube_api_qps),
         }
         sink = StormLog(watched=warned_ids, want_hooks=hooks)
         crashed = None
@@ -706,6 +714,7 @@ def report(runs: list[dict[str, Any]], sc: Scenario, short: bool) -> dict[str, A
     return {
         "scenario": sc.name,
         "mode": "short" if short else "full",
+        "kube_api_qps": sc.kube_api_qps,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "cpus": os.cpu_count(),
@@ -731,9 +740,12 @@ def table(out: dict[str, Any]) -> str:
     n = out["runs_count"]
     what = f"median of {n} runs" if n > 1 else "one run"
     last = out["runs"][-1]
+    qps = out["kube_api_qps"]
+    budget = f"{qps:,.0f} req/s" if qps > 0 else "off"
     lines = [
         f"storm ({out['scenario']}, {out['mode']}, {what}): {out['nodes']:,} nodes, "
         f"{out['pods']:,} pods, {out['warnings']:,} notices, {out['doomed_pods']:,} pods to evict",
+        f"the service's Kubernetes request budget (LIFECYCLED_KUBE_API_QPS): {budget}",
         "",
         "| from the notice sent to | n | p50 s | p95 s | p99 s | max s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -798,6 +810,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pods", type=int, help="P, pods per node, the DaemonSet's included")
     parser.add_argument("--warnings", type=int, help="K notices (spot 1000, hooks 300)")
     parser.add_argument("--ceiling-seconds", type=float, help="load generator time (10, short 2)")
+    parser.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=0.0,
+        help="the service's LIFECYCLED_KUBE_API_QPS (default 0: no budget; its own default 1000)",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     sc = scenario(args)
