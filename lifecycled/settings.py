@@ -172,7 +172,8 @@ class Drain(Group):
     dedupe_seconds: float = Field(default=3600.0, ge=0)
     """how long an event id is remembered"""
     evictions_in_flight: int = Field(default=64, ge=1)
-    """evictions in flight across every drain; waiters go nearest deadline first"""
+    """evictions in flight across every drain, waiters nearest deadline first; as many
+    drains work at once (the others wait their turn holding no pod list)"""
     eviction_settle_seconds: float = Field(default=1.0, ge=0)
     """a drain's first eviction waits until no drain opened for this long: a storm cordons
     every doomed node before evicting from any, so evicted pods are not rescheduled onto
