@@ -220,14 +220,15 @@ class KubernetesPlatform:
 
     async def write_record(self, node: str, record: DrainRecord, *, cordon: bool) -> None:
         """Annotate (and cordon + taint) in one patch, guarded by the node's resourceVersion.
-        The first try takes the node from the index (a storm's cordons cost one call each);
-        a conflict reads it afresh."""
+        A cordon's first try takes the node from the index (a storm's cordons cost one call
+        each); a conflict reads it afresh. Later writes read it first: by then the index's
+        copy is mostly stale (a 409 and a retry delay)."""
         tries = 0
 
         async def attempt() -> None:
             nonlocal tries
             tries += 1
-            cached = self._index.fresh(node) if tries == 1 else None
+            cached = self._index.fresh(node) if tries == 1 and cordon else None
             current = cached or await self._kube.get_node(node)
             patch: JsonDict = {
                 "metadata": {

@@ -53,6 +53,9 @@ async def test_spot_warning_drains_the_node_within_its_deadline(stack: Stack, se
         )
         record = json.loads(node_obj.metadata.annotations[RECORD_ANNOTATION])
         assert record["phase"] == "done" and record["outcome"] == "drained"
+        # Each record write after the cordon read the node first: none met a conflict.
+        conflicts = [r for r in stack.kube.requests if r.resource == "nodes" and r.status == 409]
+        assert conflicts == []
         # DaemonSet pods are left alone.
         remaining = await pods_on(stack.api, node)
         assert [owner_kind(p) for p in remaining] == ["DaemonSet"]
