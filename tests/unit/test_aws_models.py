@@ -3,9 +3,7 @@ found by botocore before its own, and behind a user's own AWS_DATA_PATH."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -13,17 +11,11 @@ import pytest
 
 from lifecycled.clients.aws import base
 from lifecycled.settings import Settings
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "aws_models.py"
+from tests.unit.tools import load_tool
 
 
 def _tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("aws_models", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["aws_models"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("aws_models")
 
 
 @pytest.fixture

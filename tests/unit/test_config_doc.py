@@ -3,22 +3,14 @@ the test fails when it drifts, as CI's `make test` runs it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from lifecycled.settings import SETTINGS
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "config_doc.py"
+from tests.unit.tools import load_tool
 
 
 def _tool():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("config_doc", TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["config_doc"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("config_doc")
 
 
 def test_the_committed_table_is_current() -> None:
