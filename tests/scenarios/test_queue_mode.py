@@ -223,3 +223,24 @@ async def test_a_notice_for_an_instance_outside_the_cluster_is_dropped(
         for machine in stack.machines:
             node = await client.CoreV1Api(stack.api).read_node(stack.node_of[machine.instance_id])
             assert not node.spec.unschedulable
+
+
+async def test_with_one_eviction_in_flight_drains_take_turns_and_every_one_ends(
+    stack: Stack, service_for
+) -> None:
+    """LIFECYCLED_EVICTIONS_IN_FLIGHT=1: one drain works at a time (its turn), the other
+    waits for it; both nodes are still emptied well before their deadlines."""
+    warned = stack.machines[:2]
+    nodes = [stack.node_of[m.instance_id] for m in warned]
+    async with service_for(evictions_in_flight=1) as service:
+        for machine in warned:
+            stack.aws.send_spot_interruption(machine.instance_id)
+
+        async def both_drained() -> bool:
+            closed = "lifecycled_drain_duration_seconds_count"
+            return metric(service, closed, kind=SPOT, outcome="drained") == 2
+
+        await eventually(both_drained, within=60)
+        for node in nodes:
+            assert not evictable(await pods_on(stack.api, node))
+        assert metric(service, "lifecycled_deadlines_missed_total", kind=SPOT) == 0
