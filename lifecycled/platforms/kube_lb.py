@@ -131,7 +131,7 @@ class LoadBalancers:
 
     # --- deregistration, before the first eviction -----------------------------------------
 
-    async def take_out(self, node: str, drain: DrainState, pods: list[JsonDict]) -> bool:
+    async def take_out(self, node: str, drain: DrainState, grace: float) -> bool:
         """Deregister the node's instance and wait until it left (within bounds). True when
         it was registered somewhere (time passed); errors are logged, never raised: the
         evictions must go on."""
@@ -139,7 +139,6 @@ class LoadBalancers:
             return False
         loop = asyncio.get_running_loop()
         hard_end = loop.time() + self._settings.lb.max_wait_seconds
-        grace = max_grace(pods)
 
         def limit() -> float:
             # Evictions must start early enough for every pod's grace period to fit.

@@ -26,7 +26,7 @@ from lifecycled.observe import Metrics, fields
 from lifecycled.pace import Evictions
 from lifecycled.platforms import DrainState
 from lifecycled.platforms.kube_jobs import JobRequeuer
-from lifecycled.platforms.kube_lb import LoadBalancers
+from lifecycled.platforms.kube_lb import LoadBalancers, max_grace
 from lifecycled.platforms.kube_notice import PodNotices
 from lifecycled.platforms.kube_pods import PodRef, is_skipped, slim_pod
 from lifecycled.platforms.kube_preview import preview_pods
@@ -424,13 +424,15 @@ class _Pods(Items[JsonDict]):
             async with self._announcing:
                 pods = await self._listed()
                 await self._notices.announce(self._node, self._drain.record, pods)
+                grace = max_grace(pods)  # all the load balancers' wait needs of them
         except TemporaryError as exc:
             log.warning(
                 "could not list the node's pods before its drain; its first pass will",
                 extra=fields(node=self._node, error=str(exc)),
             )
             return
-        await self.first_listing(pods)
+        del pods
+        await self._take_out(grace)
 
     def turn(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._evictions.turn(self._drain.record.deadline.timestamp(), self._drain.cutoff())
@@ -451,8 +453,11 @@ class _Pods(Items[JsonDict]):
         `prepare` unless its listing failed)."""
         if self._out_of_balancers:
             return False
+        return await self._take_out(max_grace(pods))
+
+    async def _take_out(self, grace: float) -> bool:
         self._out_of_balancers = True
-        waited = await self._balancers.take_out(self._node, self._drain, pods)
+        waited = await self._balancers.take_out(self._node, self._drain, grace)
         if waited:
             self._events.node(self._node, report.LB_LEFT, "out of its load balancers; evicting")
         return waited

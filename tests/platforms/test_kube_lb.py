@@ -205,7 +205,7 @@ async def test_take_out_deregisters_then_waits_until_the_targets_are_unused(
     loop = asyncio.get_running_loop()
 
     started = loop.time()
-    assert await lb.balancers.take_out(NODE, drain, [pod(5)]) is True
+    assert await lb.balancers.take_out(NODE, drain, max_grace([pod(5)])) is True
     waited = loop.time() - started
 
     assert deregistered(aws) == {web: {(mine, 30080)}, api: {(mine, 31000)}}
@@ -238,7 +238,9 @@ async def test_a_resumed_drain_waits_for_draining_targets_without_deregistering_
     loop = asyncio.get_running_loop()
 
     started = loop.time()
-    assert await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)]) is True
+    assert (
+        await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), max_grace([pod(5)])) is True
+    )
 
     assert loop.time() - started >= 1.0  # it waited for the draining target
     assert aws.calls.of("DeregisterTargets") == []
@@ -257,7 +259,7 @@ async def test_the_wait_is_capped_so_the_pods_grace_fits_before_the_deadline(
     loop = asyncio.get_running_loop()
 
     started = loop.time()
-    await lb.balancers.take_out(NODE, drain, [pod(2), pod(5)])
+    await lb.balancers.take_out(NODE, drain, max_grace([pod(2), pod(5)]))
     waited = loop.time() - started
 
     assert 1.5 <= waited <= 2.5
@@ -271,7 +273,9 @@ async def test_max_wait_setting_bounds_the_wait(aws: AwsStack, name: str, make_l
     lb = await make_lb(lb_target_groups=frozenset({slow}), lb_max_wait_seconds=0.5)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await lb.balancers.take_out(NODE, FakeDrain(record_for(mine, seconds=600)), [pod(30)])
+    await lb.balancers.take_out(
+        NODE, FakeDrain(record_for(mine, seconds=600)), max_grace([pod(30)])
+    )
     assert loop.time() - started < 1.5
     assert lb.sample("lifecycled_lb_wait_seconds_count", outcome="capped") == 1
 
@@ -280,7 +284,9 @@ async def test_an_instance_in_no_group_is_not_held(aws: AwsStack, name: str, mak
     mine, other = instances(aws, name)
     web = target_group(aws, f"{name}-web", targets=[(other, 30080)])
     lb = await make_lb(lb_target_groups=frozenset({web}), lb_classic_names=frozenset())
-    assert await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)]) is False
+    assert (
+        await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), max_grace([pod(5)])) is False
+    )
     assert aws.calls.of("DeregisterTargets") == []
     assert lb.sample("lifecycled_lb_wait_seconds_count", outcome="unused") == 0
 
@@ -290,7 +296,9 @@ async def test_a_failing_load_balancer_never_stops_the_drain(
 ) -> None:
     mine, _ = instances(aws, name)
     lb = await make_lb(lb_classic_names=frozenset({f"{name}-missing"}))
-    assert await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)]) is True
+    assert (
+        await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), max_grace([pod(5)])) is True
+    )
     assert lb.sample("lifecycled_lb_errors_total") == 1
 
 
@@ -300,7 +308,7 @@ async def test_classic_load_balancers_are_left_too(aws: AwsStack, name: str, mak
     unrelated = classic(aws, f"{name}-misc", [other])
     lb = await make_lb(lb_classic_names=frozenset({shop, unrelated}))
 
-    await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)])
+    await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), max_grace([pod(5)]))
 
     calls = aws.calls.of("DeregisterInstancesFromLoadBalancer")
     assert [
@@ -322,7 +330,7 @@ async def test_give_back_registers_the_targets_it_took_out(
     web = target_group(aws, f"{name}-web", targets=[(mine, 30080), (mine, 30443)])
     shop = classic(aws, f"{name}-shop", [mine])
     lb = await make_lb(lb_target_groups=frozenset({web}), lb_classic_names=frozenset({shop}))
-    await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), [pod(5)])
+    await lb.balancers.take_out(NODE, FakeDrain(record_for(mine)), max_grace([pod(5)]))
     assert aws.target_health(web) == {}
 
     await lb.balancers.give_back(NODE)
