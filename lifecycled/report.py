@@ -139,7 +139,9 @@ class Reporter:
                 f"could not complete lifecycle hook {hook.name}",
                 warning=True,
             )
-        event = "hook_abandoned" if result == "ABANDON" else "hook_completed"
+        # Not completed by us (AWS no longer held the action: it timed out, or someone else
+        # completed it): the instance went on the hook's default result. An alert, not news.
+        event = "hook_completed" if ok and result != "ABANDON" else "hook_abandoned"
         self._notify(event, target, record, outcome=Outcome(record.outcome or Outcome.DRAINED))
 
     def replacement_requested(self, target: str, record: DrainRecord) -> None:
