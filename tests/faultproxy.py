@@ -34,11 +34,17 @@ class Fault:
     skip: int = 0  # matching requests let through before the first failure
     times: int = 1
     retry_after: int | None = None
+    # An AWS query-protocol call (Auto Scaling, ELB, EC2): only this Action, and the answer is
+    # AWS's error document, with `code` (default: InternalFailure / ServiceUnavailable).
+    action: str | None = None
+    code: str | None = None
     seen: int = 0
     injected: int = 0
 
-    def hit(self, method: str, path: str) -> bool:
+    def hit(self, method: str, path: str, body: bytes = b"") -> bool:
         if method != self.method or not re.fullmatch(self.path, path):
+            return False
+        if self.action is not None and f"Action={self.action}&".encode() not in body + b"&":
             return False
         self.seen += 1
         if self.seen <= self.skip or self.injected >= self.times:
@@ -102,14 +108,16 @@ class Chaos:
         return aws_error(kind, status, request)
 
 
-def aws_error(kind: str, status: int, request: web.Request) -> web.Response:
+def aws_error(
+    kind: str, status: int, request: web.Request, code: str | None = None
+) -> web.Response:
     """The error document botocore parses for the request's protocol: JSON (SQS, ECS: an
     X-Amz-Target header) or query XML (EC2's own shape; Auto Scaling, ELB)."""
     scope = request.headers.get("Authorization", "")
     ec2 = "/ec2/aws4_request" in scope
-    if kind == "throttle":
+    if code is None and kind == "throttle":
         code, status = ("RequestLimitExceeded", 503) if ec2 else ("Throttling", 400)
-    else:
+    elif code is None:
         code = "InternalFailure" if status == 500 else "ServiceUnavailable"
     message = f"injected fault ({code})"
     if "X-Amz-Target" in request.headers:
@@ -161,8 +169,12 @@ class FaultProxy:
             await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # An AWS action is in the body (read once: aiohttp keeps it for the forward below).
+        body = await request.read() if any(f.action for f in self.faults) else b""
         for fault in self.faults:
-            if fault.hit(request.method, request.path):
+            if fault.hit(request.method, request.path, body):
+                if fault.action is not None:
+                    return aws_error("5xx", fault.status, request, code=fault.code)
                 return fault.answer()
         kind = self.chaos.draw(request.path) if self.chaos is not None else None
         if kind == "reset":

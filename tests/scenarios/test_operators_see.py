@@ -19,6 +19,7 @@ from kubernetes_asyncio import client
 from devstack.cluster import budget
 from lifecycled import report
 from lifecycled.app import running
+from tests.faultproxy import Fault, FaultProxy
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
 from tests.scenarios.test_jobs import instance_on, job_manifest, start_job
 from tests.scenarios.test_load_balancers import lb_settings, target_groups
@@ -319,3 +320,66 @@ async def test_the_sns_sink_publishes_each_outcome_document(stack: Stack, servic
     assert set(drained) == FIELDS
     assert drained["instance"] == machine.instance_id
     assert drained["node"] == stack.node_of[machine.instance_id]
+
+
+async def test_a_hook_that_times_out_is_never_silent(
+    stack: Stack, service_for, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every heartbeat is refused (the role lacks autoscaling:RecordLifecycleActionHeartbeat),
+    so the hook times out while its job still runs and AWS terminates the instance: the node
+    says so (LifecycleHeartbeatFailed, then ForcedTermination, both warnings), the webhook
+    gets forced_termination, and nothing claims the drain or the hook completed."""
+    group = stack.group + "-lost"
+    [machine] = stack.aws.create_group(group, size=1, heartbeat_timeout=4)
+    node = machine.private_dns_name
+    await client.CoreV1Api(stack.api).create_node(
+        {
+            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "pool": "lost"}},
+            "spec": {
+                "providerID": f"aws:///{machine.az}/{machine.id}",
+                "taints": [{"key": "pool", "value": "lost", "effect": "NoSchedule"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    manifest = job_manifest("lost-hook", idempotent=True, run_seconds=30)
+    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "lost"}
+    manifest["spec"]["template"]["spec"]["tolerations"] = [{"key": "pool", "operator": "Exists"}]
+    await start_job(stack, manifest)
+    heartbeats = Fault(
+        "POST",
+        "/",
+        status=403,
+        times=10_000,
+        action="RecordLifecycleActionHeartbeat",
+        code="AccessDenied",
+    )
+    async with FaultProxy(stack.aws.endpoint_url, faults=[heartbeats]) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_AUTO_SCALING", proxy.url)
+        async with service_for(notify_webhook_url=receiver.url) as service:
+            stack.aws.scale_in(group, machine.id)
+
+            async def told() -> bool:
+                return report.FORCED in {e.reason for e in await node_events(stack, node)}
+
+            await eventually(told, within=40)
+            events = await node_events(stack, node)
+            reasons = [e.reason for e in events]
+            assert in_order(reasons, [report.HOOK_HELD, report.HEARTBEAT_FAILED, report.FORCED])
+            assert not {report.DRAINED, report.HOOK_COMPLETED} & set(reasons)
+            warnings = {e.reason for e in events if e.type == "Warning"}
+            assert {report.HEARTBEAT_FAILED, report.FORCED} <= warnings
+            failed = next(e for e in events if e.reason == report.HEARTBEAT_FAILED)
+            assert "AccessDenied" in failed.message
+            assert heartbeats.injected >= 1
+            assert metric(service, "lifecycled_lifecycle_heartbeats_total", outcome="error") >= 1
+            assert metric(service, "lifecycled_lifecycle_heartbeats_total", outcome="ok") == 0
+
+            async def alerted() -> bool:
+                return "forced_termination" in {d["event"] for d in receiver.documents}
+
+            await eventually(alerted, within=10)
+            sent = {d["event"] for d in receiver.documents}
+            assert not {"drained", "hook_completed"} & sent
+            forced = next(d for d in receiver.documents if d["event"] == "forced_termination")
+            assert forced["instance"] == machine.id and forced["asg"] == group
