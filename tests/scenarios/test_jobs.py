@@ -78,6 +78,27 @@ async def start_job(stack: Stack, manifest: dict[str, Any]) -> tuple[str, str]:
     return found[0]
 
 
+async def start_on_pool(
+    stack: Stack, machine: Any, pool: str, manifest: dict[str, Any]
+) -> tuple[str, str]:
+    """A node of its own for `machine` (tainted and labelled `pool`), and the Job on it:
+    (pod name, node) once its pod runs."""
+    name = machine.private_dns_name
+    await client.CoreV1Api(stack.api).create_node(
+        {
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "pool": pool}},
+            "spec": {
+                "providerID": f"aws:///{machine.az}/{machine.id}",
+                "taints": [{"key": "pool", "value": pool, "effect": "NoSchedule"}],
+            },
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
+    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"pool": pool}
+    manifest["spec"]["template"]["spec"]["tolerations"] = [{"key": "pool", "operator": "Exists"}]
+    return await start_job(stack, manifest)
+
+
 def instance_on(stack: Stack, node: str) -> str:
     return next(i for i, n in stack.node_of.items() if n == node)
 
@@ -102,23 +123,8 @@ async def test_hook_is_held_with_heartbeats_while_a_job_runs_and_released_when_i
     group = stack.group + "-hb"
     instances = stack.aws.create_group(group, size=1, heartbeat_timeout=4)
     machine = instances[0]
-    await client.CoreV1Api(stack.api).create_node(
-        {
-            "metadata": {
-                "name": machine.private_dns_name,
-                "labels": {"kubernetes.io/hostname": machine.private_dns_name, "pool": "batch"},
-            },
-            "spec": {
-                "providerID": f"aws:///{machine.az}/{machine.id}",
-                "taints": [{"key": "pool", "value": "batch", "effect": "NoSchedule"}],
-            },
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }
-    )
     manifest = job_manifest("nightly", idempotent=False, run_seconds=7)
-    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "batch"}
-    manifest["spec"]["template"]["spec"]["tolerations"] = [{"key": "pool", "operator": "Exists"}]
-    pod_name, node = await start_job(stack, manifest)
+    pod_name, node = await start_on_pool(stack, machine, "batch", manifest)
     assert node == machine.private_dns_name
 
     async with service_for() as service:

@@ -21,7 +21,7 @@ from lifecycled import report
 from lifecycled.app import running
 from tests.faultproxy import Fault, FaultProxy
 from tests.scenarios.conftest import Stack, eventually, metric, owner_kind, pods_on
-from tests.scenarios.test_jobs import instance_on, job_manifest, start_job
+from tests.scenarios.test_jobs import instance_on, job_manifest, start_job, start_on_pool
 from tests.scenarios.test_load_balancers import lb_settings, target_groups
 
 FIELDS = {
@@ -332,20 +332,8 @@ async def test_a_hook_that_times_out_is_never_silent(
     group = stack.group + "-lost"
     [machine] = stack.aws.create_group(group, size=1, heartbeat_timeout=4)
     node = machine.private_dns_name
-    await client.CoreV1Api(stack.api).create_node(
-        {
-            "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, "pool": "lost"}},
-            "spec": {
-                "providerID": f"aws:///{machine.az}/{machine.id}",
-                "taints": [{"key": "pool", "value": "lost", "effect": "NoSchedule"}],
-            },
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }
-    )
     manifest = job_manifest("lost-hook", idempotent=True, run_seconds=30)
-    manifest["spec"]["template"]["spec"]["nodeSelector"] = {"pool": "lost"}
-    manifest["spec"]["template"]["spec"]["tolerations"] = [{"key": "pool", "operator": "Exists"}]
-    await start_job(stack, manifest)
+    await start_on_pool(stack, machine, "lost", manifest)
     heartbeats = Fault(
         "POST",
         "/",
