@@ -53,6 +53,7 @@ class SqsSource:
         self._held = asyncio.Semaphore(settings.queue.concurrency * 4)
         self._in_flight = 0
         self._idle = asyncio.Event()
+        self._stopped_at: float | None = None  # loop time the first receiver saw the stop
         self._idle.set()
         self._dead_letter = True
         self._max_receives: int | None = None
@@ -112,15 +113,19 @@ class SqsSource:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait([receive, stopping], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            receive.cancel()
+            raise
         finally:
             stopping.cancel()
-            if not receive.done():
-                # Cancelling a long poll loses nothing: a received message stays invisible
-                # and is redelivered after its visibility timeout.
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, LifecycledError):
-                    await receive
-        if receive.cancelled():
+        if not receive.done():
+            # Stopping. A long poll cancelled here would go on at the queue and could still
+            # take a notice, which would then stay invisible for its whole visibility timeout
+            # (a Spot warning a minute late). So it ends (within `wait_seconds`) and what it
+            # brought is handed back at once.
+            self._stopped_at = self._stopped_at or asyncio.get_running_loop().time()
+            with contextlib.suppress(LifecycledError):
+                await self._hand_back(await receive)
             return []
         try:
             batch = receive.result()
@@ -136,10 +141,21 @@ class SqsSource:
     def _free_slots(self) -> int:
         return max(1, self._held._value)
 
+    async def _hand_back(self, batch: list[QueueMessage]) -> None:
+        """Visible again at once, for the next consumer (received as we stopped)."""
+        for message in batch:
+            with contextlib.suppress(LifecycledError):
+                await self._aws.sqs.change_visibility(self._queue_url, message.receipt_handle, 0)
+                self._metrics.messages.labels("released").inc()
+
     async def _drain_in_flight(self) -> None:
-        # Phase two of shutdown: in-flight messages only need to record intent (seconds).
+        # Phase two of shutdown: in-flight messages only need to record intent (seconds). The
+        # grace counts from the stop, not from the last long poll's end.
+        loop = asyncio.get_running_loop()
+        stopped_at = self._stopped_at or loop.time()
+        left = self._settings.calls.shutdown_grace_seconds - (loop.time() - stopped_at)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), self._settings.calls.shutdown_grace_seconds)
+            await asyncio.wait_for(self._idle.wait(), max(0.0, left))
 
     async def _guarded(self, message: QueueMessage) -> None:
         try:

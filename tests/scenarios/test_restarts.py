@@ -216,3 +216,30 @@ async def test_a_dry_run_never_takes_the_lease_from_a_live_handler(stack: Stack)
             coordination: Any = client.CoordinationV1Api(stack.api)
             lease = await coordination.read_namespaced_lease("lifecycled", "default")
             assert lease.spec.holder_identity == "live"
+
+
+async def test_a_notice_that_arrives_as_the_service_stops_is_handed_back_at_once(
+    stack: Stack, service_for
+) -> None:
+    """A long poll still open when the service stops is not abandoned (the queue would go on
+    with it and hide what it took for the whole visibility timeout): it ends, and a notice
+    it brought is visible again at once for the next consumer."""
+    machine = stack.machines[0]
+    context = service_for(sqs_wait_seconds=10, queue_receivers=1, sqs_visibility_seconds=60)
+    await context.__aenter__()
+    await asyncio.sleep(2.0)  # its one long poll is open
+    stopping = asyncio.create_task(context.__aexit__(None, None, None))
+    await asyncio.sleep(0.2)
+    stack.aws.send_spot_interruption(machine.instance_id)  # into the poll still open
+    await asyncio.wait_for(stopping, 15)
+    sqs = stack.aws.boto3_client("sqs")
+    got = sqs.receive_message(
+        QueueUrl=stack.queue.url,
+        MaxNumberOfMessages=10,
+        WaitTimeSeconds=2,
+        AttributeNames=["ApproximateReceiveCount"],
+    )
+    ours = [m for m in got.get("Messages", []) if machine.instance_id in m["Body"]]
+    assert len(ours) == 1
+    # The stopping service's poll took it (the first receive) and handed it back.
+    assert ours[0]["Attributes"]["ApproximateReceiveCount"] == "2"
